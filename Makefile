@@ -1,0 +1,67 @@
+# Two commands for users: `make run` and `make test`. Everything else is a building block.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv services services-down services-status run ws test test-unit lint asyncapi asyncapi-check clean
+
+help:
+	@echo "make run             install, start Kafka + FerretDB (unless configured), run the worker"
+	@echo "make test            install, start the servers, run the whole test suite"
+	@echo "make services        start the local Kafka broker and FerretDB store"
+	@echo "make services-down   stop them"
+	@echo "make ws              run the WebSocket notifier (needs WS_TOKEN_SECRET)"
+	@echo "make lint            ruff + mypy"
+	@echo "make asyncapi        regenerate asyncapi.yaml from the code"
+
+$(STAMP): pyproject.toml requirements.lock
+	@echo "==> creating the virtualenv in $(VENV) with the pinned dependencies"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet --progress-bar off -r requirements.lock
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	@bash scripts/services.sh up
+
+services-down:
+	@bash scripts/services.sh down
+
+services-status:
+	@bash scripts/services.sh status
+
+run: venv services
+	@echo "==> starting the worker: faststream run streams.app:app"
+	$(BIN)/faststream run streams.app:app
+
+ws: venv
+	$(BIN)/python -m streams.ws
+
+test: venv services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+asyncapi: venv
+	$(BIN)/faststream docs gen --yaml streams.app:app -o asyncapi.yaml
+
+asyncapi-check: venv
+	@tmp=$$(mktemp); $(BIN)/faststream docs gen --yaml streams.app:app -o $$tmp >/dev/null && \
+	  if cmp -s $$tmp asyncapi.yaml; then echo "asyncapi.yaml is up to date"; rm -f $$tmp; \
+	  else diff -u asyncapi.yaml $$tmp | head -40; rm -f $$tmp; \
+	       echo "asyncapi.yaml differs from the code: run 'make asyncapi' and commit it"; exit 1; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache outbox

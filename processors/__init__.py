@@ -1,0 +1,1 @@
+"""Business logic of the worker. Nothing here knows about Kafka or FastStream."""

@@ -1,0 +1,175 @@
+"""Where rendered emails go: Resend, or a local outbox of files.
+
+Both adapters satisfy `EmailSender`; settings pick one. Resend errors are classified
+here, where they are raised, into `TransientError` and `PermanentError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import resend
+from pydantic import SecretStr
+from resend.exceptions import ResendError
+from resend.http_client_async import AsyncHTTPClient
+
+from processors.email.render import RenderedEmail
+from processors.errors import PermanentError, TransientError
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    idempotency_key: str
+    sender: str
+    to: str
+    content: RenderedEmail
+
+
+class EmailSender(Protocol):
+    name: str
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Send one email and return the provider's message id."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class OutboxSender:
+    """Writes each email as `<key>.eml` (MIME, text + HTML) and `<key>.html`.
+
+    The file name is the idempotency key, so sending the same job twice leaves one email.
+    """
+
+    name = "outbox"
+
+    def __init__(self, outbox_dir: Path) -> None:
+        self._dir = outbox_dir
+
+    async def send(self, email: OutgoingEmail) -> str:
+        await asyncio.to_thread(self._write, email)
+        return f"outbox:{email.idempotency_key}"
+
+    def _write(self, email: OutgoingEmail) -> None:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        message = EmailMessage()
+        message["From"] = email.sender
+        message["To"] = email.to
+        message["Subject"] = email.content.subject
+        message["Date"] = formatdate(localtime=False)
+        message["Message-ID"] = make_msgid(idstring=email.idempotency_key, domain="outbox.local")
+        message.set_content(email.content.text)
+        message.add_alternative(email.content.html, subtype="html")
+        stem = _safe_file_stem(email.idempotency_key)
+        # Write to a temporary name and rename, so a reader never sees half an email.
+        for suffix, data in ((".html", email.content.html.encode()), (".eml", bytes(message))):
+            tmp = self._dir / f".{stem}{suffix}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(self._dir / f"{stem}{suffix}")
+
+    async def close(self) -> None:
+        return None
+
+
+def _safe_file_stem(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+class _PooledHttpxClient(AsyncHTTPClient):
+    """The SDK's own httpx client opens a connection per request; this one keeps a pool."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        json: dict[str, object] | list[object] | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        response = await self._client.request(method, url, headers=headers, json=json)
+        return response.content, response.status_code, response.headers
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class ResendSender:
+    """Sends through Resend's async API with `Idempotency-Key` = the job id."""
+
+    name = "resend"
+
+    def __init__(self, api_key: SecretStr, api_url: str, timeout_s: float) -> None:
+        # The SDK reads its configuration from module globals.
+        resend.api_key = api_key.get_secret_value()
+        resend.api_url = api_url.rstrip("/")
+        self._http = _PooledHttpxClient(timeout_s)
+        resend.default_async_http_client = self._http
+
+    async def send(self, email: OutgoingEmail) -> str:
+        params: resend.Emails.SendParams = {
+            "from": email.sender,
+            "to": [email.to],
+            "subject": email.content.subject,
+            "html": email.content.html,
+            "text": email.content.text,
+        }
+        options: resend.Emails.SendOptions = {"idempotency_key": email.idempotency_key}
+        try:
+            response = await resend.Emails.send_async(params, options)
+        except ResendError as error:
+            raise classify_resend_error(error) from None
+        return str(response["id"])
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+_TRANSIENT_409 = {"concurrent_idempotent_requests"}
+
+
+def classify_resend_error(error: ResendError) -> TransientError | PermanentError:
+    """Map a Resend error to our classes. Keeps `Retry-After`; never keeps the body."""
+    try:
+        status = int(error.code)
+    except (TypeError, ValueError):
+        status = 500
+    kind = str(error.error_type or "unknown")
+    error_class = f"Resend{status}:{kind}"[:80]
+    message = f"Resend answered {status} {kind}"
+    if error.error_type == "HttpClientError":
+        return TransientError(
+            "Resend unreachable (network error or timeout)", error_class="ResendNetworkError"
+        )
+    if status == 429:
+        return TransientError(message, error_class=error_class, retry_after_ms=_retry_after_ms(error.headers))
+    if status >= 500:
+        return TransientError(message, error_class=error_class, retry_after_ms=_retry_after_ms(error.headers))
+    if status == 409 and kind in _TRANSIENT_409:
+        return TransientError(message, error_class=error_class, retry_after_ms=1_000)
+    return PermanentError(message, error_class=error_class)
+
+
+def _retry_after_ms(headers: Mapping[str, str] | None) -> int | None:
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP-date: rare from Resend; let computed backoff decide
+    return max(0, int(seconds * 1000))

@@ -1,0 +1,131 @@
+"""The worker: `faststream run streams.app:app`."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream import FastStream
+from faststream.specification import AsyncAPI
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from processors.email import DeliveryLedger, EmailRenderer, EmailService, OutboxSender, ResendSender
+from processors.email.senders import EmailSender
+from streams import __version__
+from streams.admin import ensure_topics
+from streams.broker import broker, publish_raw
+from streams.email import build_email_router
+from streams.retry import BackoffPolicy, FailureRouter, JobRoute, RetryScheduler
+from streams.runtime import runtime
+from streams.settings import Settings, get_settings
+from streams.topics import ALL_TOPICS, EMAIL_JOBS, JOB_TOPICS
+
+log = logging.getLogger("worker")
+
+settings = get_settings()
+failure_router = FailureRouter(publish_raw)
+email_route = JobRoute(
+    EMAIL_JOBS,
+    BackoffPolicy(
+        max_attempts=settings.email_retry_max_attempts,
+        base_ms=settings.email_retry_base_ms,
+        multiplier=settings.email_retry_multiplier,
+        cap_ms=settings.email_retry_cap_ms,
+    ),
+)
+broker.include_router(build_email_router(settings, failure_router, email_route))
+
+DESCRIPTION = """Background worker for a product API. The API publishes slow work as JSON jobs on
+Kafka topics and returns at once; this worker sends transactional email (rendered from
+templates, sent through Resend) and writes AI ad copy.
+
+Delivery is at-least-once with idempotent effects: each job carries a producer-chosen
+`job_id`, and a job is carried out at most once however often it is delivered. Transient
+failures go to `<topic>.retry` and come back after exponential backoff (or the provider's
+Retry-After); permanent failures and undecodable messages go to `<topic>.dlq` with the
+original bytes and a reason header."""
+
+app = FastStream(
+    broker,
+    specification=AsyncAPI(
+        title="Kafka job worker",
+        version=__version__,
+        description=DESCRIPTION,
+    ),
+)
+
+
+class _State:
+    mongo: AsyncMongoClient[dict[str, object]] | None = None
+    sender: EmailSender | None = None
+    scheduler: RetryScheduler | None = None
+
+
+_state = _State()
+
+
+def _build_sender(settings: Settings) -> EmailSender:
+    if settings.resend_api_key is None:
+        log.warning(
+            "RESEND_API_KEY is not set: emails go to the local outbox %s, not to real inboxes",
+            settings.outbox_dir.resolve(),
+        )
+        return OutboxSender(settings.outbox_dir)
+    log.info("sending email through Resend at %s", settings.resend_api_url)
+    return ResendSender(settings.resend_api_key, settings.resend_api_url, settings.resend_timeout_s)
+
+
+@app.on_startup
+async def start_services() -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.kafka_create_topics:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            ALL_TOPICS,
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        settings.mongodb_url.get_secret_value(),
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        tz_aware=True,
+    )
+    _state.mongo = mongo
+    database = mongo[settings.mongodb_database]
+    ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email_send_lease_s)
+    try:
+        await mongo.admin.command("ping")
+        await ledger.ensure_indexes()
+    except PyMongoError as error:
+        raise SystemExit(f"cannot reach the store at MONGODB_URL: {type(error).__name__}") from None
+    _state.sender = _build_sender(settings)
+    runtime.email = EmailService(
+        renderer=EmailRenderer(settings.templates_dir, product_name=settings.product_name),
+        sender=_state.sender,
+        ledger=ledger,
+        email_from=settings.email_from,
+    )
+
+
+@app.after_startup
+async def start_retry_scheduler() -> None:
+    _state.scheduler = RetryScheduler(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"{settings.kafka_group_id}.retry",
+        retry_topics=[t.retry for t in JOB_TOPICS],
+        publish=publish_raw,
+        max_records=settings.retry_buffer_max_records,
+        max_bytes=settings.retry_buffer_max_bytes,
+    )
+    await _state.scheduler.start()
+    log.info("worker ready: consuming %s", ", ".join(t.main for t in JOB_TOPICS))
+
+
+@app.on_shutdown
+async def stop_services() -> None:
+    if _state.scheduler is not None:
+        await _state.scheduler.stop()
+    if _state.sender is not None:
+        await _state.sender.close()
+    if _state.mongo is not None:
+        await _state.mongo.close()

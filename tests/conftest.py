@@ -1,0 +1,16 @@
+"""Shared fixtures: the fake Resend server, and the real servers for integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fakes.resend_server import FakeResend
+
+
+@pytest.fixture
+def fake_resend() -> Iterator[FakeResend]:
+    server = FakeResend().start()
+    yield server
+    server.stop()

@@ -1,0 +1,96 @@
+"""The `email-jobs` contract: validation, and clear reasons for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from processors.email.jobs import SendOtpJob, decode_email_job
+from processors.errors import PoisonMessage
+
+OTP = {"type": "SEND_OTP", "job_id": "j-1", "to": "ada@example.com", "code": "123456"}
+
+
+def encode(**changes: object) -> bytes:
+    return json.dumps({**OTP, **changes}).encode()
+
+
+def reason_of(raw: bytes, max_bytes: int = 65_536) -> str:
+    with pytest.raises(PoisonMessage) as caught:
+        decode_email_job(raw, max_bytes=max_bytes)
+    return caught.value.reason
+
+
+def test_a_valid_job_decodes() -> None:
+    job = decode_email_job(encode(), max_bytes=65_536)
+    assert isinstance(job, SendOtpJob)
+    assert job.code == "123456"
+    assert "123456" not in repr(job)
+
+
+@pytest.mark.parametrize("code", ["12345a", "123", "12345678901", " 1234 5", ""])
+def test_otp_codes_are_4_to_10_digits(code: str) -> None:
+    assert reason_of(encode(code=code)) == "schema"
+
+
+@pytest.mark.parametrize("to", ["ada", "ada@", "@example.com", "ada@exa mple.com"])
+def test_recipient_must_be_an_email_address(to: str) -> None:
+    assert reason_of(encode(to=to)) == "schema"
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://app.example.com/v?t=1", True),
+        ("http://localhost:3000/v?t=1", True),
+        ("http://127.0.0.1/v", True),
+        ("http://app.example.com/v?t=1", False),
+        ("javascript:alert(1)", False),
+        ("ftp://example.com/x", False),
+    ],
+)
+def test_verification_links_must_be_https_except_on_localhost(url: str, ok: bool) -> None:
+    raw = json.dumps(
+        {"type": "VERIFICATION_LINK", "job_id": "v", "to": "ada@example.com", "verification_url": url}
+    ).encode()
+    if ok:
+        assert str(decode_email_job(raw, max_bytes=65_536).verification_url).startswith(url.split("?")[0])
+    else:
+        assert reason_of(raw) == "schema"
+
+
+def test_the_schema_reason_names_the_field_but_never_echoes_the_code() -> None:
+    with pytest.raises(PoisonMessage) as caught:
+        decode_email_job(encode(code="98765x"), max_bytes=65_536)
+    assert "code" in caught.value.message
+    assert "98765x" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not utf-8", "invalid-json"),
+        (b"{not json", "invalid-json"),
+        (b'{"type": "SEND_PIGEON", "job_id": "x"}', "unknown-type"),
+        (b"[1, 2, 3]", "schema"),
+        (b'{"job_id": "x"}', "schema"),
+    ],
+)
+def test_bad_input_has_a_clear_reason(raw: bytes, reason: str) -> None:
+    assert reason_of(raw) == reason
+
+
+def test_oversized_payload_is_rejected_before_parsing() -> None:
+    assert reason_of(encode(), max_bytes=10) == "oversized"
+
+
+def test_unknown_fields_are_rejected() -> None:
+    assert reason_of(encode(cc="eve@example.com")) == "schema"
+
+
+def test_control_characters_in_names_are_rejected() -> None:
+    raw = json.dumps(
+        {"type": "WELCOME_EMAIL", "job_id": "w", "to": "ada@example.com", "name": "Ada\r\nBcc: eve"}
+    ).encode()
+    assert reason_of(raw) == "schema"
