@@ -1,0 +1,95 @@
+"""The Kafka headers that carry a job's failure history through retry and dead-letter topics.
+
+All times are epoch milliseconds (UTC). Values are short ASCII text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+ATTEMPT = "x-attempt"
+ORIGIN_TOPIC = "x-origin-topic"
+ORIGIN_PARTITION = "x-origin-partition"
+ORIGIN_OFFSET = "x-origin-offset"
+FIRST_FAILURE_AT_MS = "x-first-failure-at-ms"
+LAST_FAILURE_AT_MS = "x-last-failure-at-ms"
+DUE_AT_MS = "x-due-at-ms"
+ERROR_CLASS = "x-error-class"
+ERROR_MESSAGE = "x-error-message"
+DLQ_REASON = "x-dlq-reason"
+REPLAYED_FROM = "x-replayed-from"
+
+FAILURE_HEADERS = (
+    ATTEMPT,
+    ORIGIN_TOPIC,
+    ORIGIN_PARTITION,
+    ORIGIN_OFFSET,
+    FIRST_FAILURE_AT_MS,
+    LAST_FAILURE_AT_MS,
+    DUE_AT_MS,
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    DLQ_REASON,
+)
+
+RETRY_HEADERS_DOC = (
+    f"`{ATTEMPT}` (attempts made so far), `{ORIGIN_TOPIC}`, `{ORIGIN_PARTITION}`, "
+    f"`{ORIGIN_OFFSET}` (where the job was first read), `{FIRST_FAILURE_AT_MS}`, "
+    f"`{LAST_FAILURE_AT_MS}`, `{DUE_AT_MS}` (when it is redelivered; epoch ms), "
+    f"`{ERROR_CLASS}` and `{ERROR_MESSAGE}` (short, never secrets or codes)"
+)
+DLQ_HEADERS_DOC = (
+    f"`{DLQ_REASON}` (`oversized`, `invalid-json`, `unknown-type`, `schema`, `permanent` "
+    f"or `attempts-exhausted`), `{ERROR_CLASS}`, `{ERROR_MESSAGE}`, `{ATTEMPT}` (attempts "
+    f"made), `{FIRST_FAILURE_AT_MS}`, `{LAST_FAILURE_AT_MS}`, `{ORIGIN_TOPIC}`, "
+    f"`{ORIGIN_PARTITION}`, `{ORIGIN_OFFSET}`. The value is the original bytes, unchanged."
+)
+
+MAX_MESSAGE_CHARS = 200
+
+
+def decode_headers(raw: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Kafka's raw `(name, bytes)` pairs as text; the last value of a name wins."""
+    out: dict[str, str] = {}
+    for name, value in raw or ():
+        out[name] = (value or b"").decode("utf-8", "replace")
+    return out
+
+
+def _int(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class FailureHistory:
+    """What earlier attempts left in the headers; empty for a first delivery."""
+
+    attempts: int
+    origin_topic: str | None
+    origin_partition: int | None
+    origin_offset: int | None
+    first_failure_at_ms: int | None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> FailureHistory:
+        return cls(
+            attempts=max(0, _int(headers, ATTEMPT) or 0),
+            origin_topic=headers.get(ORIGIN_TOPIC),
+            origin_partition=_int(headers, ORIGIN_PARTITION),
+            origin_offset=_int(headers, ORIGIN_OFFSET),
+            first_failure_at_ms=_int(headers, FIRST_FAILURE_AT_MS),
+        )
+
+
+def short_message(text: str) -> str:
+    one_line = " ".join(text.split())
+    return one_line[:MAX_MESSAGE_CHARS]
+
+
+def carried_over(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of a record that are not ours to rewrite (the producer's own)."""
+    return {k: v for k, v in headers.items() if k not in FAILURE_HEADERS and k != REPLAYED_FROM}

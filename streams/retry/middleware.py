@@ -1,0 +1,66 @@
+"""A FastStream middleware that turns a job's failure into a retry or a dead letter.
+
+It sits on a job topic's router (never on the whole broker, so the retry machinery
+never reprocesses its own output). Parsing and handler errors both reach it. Once the
+retry or dead-letter record is acknowledged by the broker, the failure is suppressed,
+so FastStream commits the origin offset. If that publish fails, the error propagates
+and the subscriber's `NACK_ON_ERROR` policy seeks back: the job is read again, not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import Any
+
+from faststream import BaseMiddleware
+from faststream._internal.context.repository import ContextRepo
+
+from processors.errors import JobError, TransientError
+from streams.retry.record import RawRecord
+from streams.retry.routing import FailureRouter, JobRoute
+
+log = logging.getLogger(__name__)
+
+ROUTING_FAILURE_PAUSE_S = 1.0
+
+
+class FailureRouting:
+    """Middleware factory: `KafkaRouter(middlewares=[FailureRouting(router, route)])`."""
+
+    def __init__(self, router: FailureRouter, route: JobRoute) -> None:
+        self.router = router
+        self.route = route
+
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> _FailureRoutingMiddleware:
+        return _FailureRoutingMiddleware(msg, context=context, factory=self)
+
+
+class _FailureRoutingMiddleware(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: ContextRepo, factory: FailureRouting) -> None:
+        super().__init__(msg, context=context)
+        self._factory = factory
+
+    async def after_processed(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        if exc_val is None or not isinstance(exc_val, Exception):
+            return False  # success, or cancellation: nothing to route
+        if isinstance(exc_val, JobError):
+            error = exc_val
+        else:
+            log.exception("unexpected error while processing a job", exc_info=exc_val)
+            error = TransientError(f"unexpected {type(exc_val).__name__}", error_class="UnexpectedError")
+        record = RawRecord.from_consumer_record(self.msg)
+        try:
+            await self._factory.router.route(self._factory.route, record, error)
+        except Exception:
+            log.exception("could not route failed job %s; it will be read again", record)
+            # Pause so a broker outage does not turn into a hot loop of re-reads.
+            await asyncio.sleep(ROUTING_FAILURE_PAUSE_S)
+            raise
+        return True
