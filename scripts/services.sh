@@ -1,0 +1,528 @@
+#!/usr/bin/env bash
+# Local backing servers for development and tests, without Docker:
+#   - Apache Kafka 4.4.0 (single-node KRaft), jars fetched with Maven
+#     (services/kafka/pom.xml);
+#   - FerretDB v1.24.2 (MongoDB wire protocol on SQLite), built with Go
+#     (services/ferretdb/go.mod).
+# Everything generated lives in the git-ignored .services/ folder:
+#   .services/kafka/libs   Kafka jars            .services/bin/ferretdb  FerretDB binary
+#   .services/kafka/data   Kafka log dir         .services/ferretdb/data SQLite files
+#   .services/logs         server logs           .services/run           pid files
+#
+# Usage: scripts/services.sh up|down|status
+#   up      fetch/build what is missing, start what is not running, wait until
+#           both answer, then print KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL.
+#           Idempotent. If KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL are set and a
+#           server answers there, that one is used and nothing is started for it.
+#   down    stop the servers this script started (TERM, then KILL after a deadline).
+#   status  say whether each server answers; exit 0 only if both do.
+#
+# Environment (all optional):
+#   KAFKA_PORT=9092  KAFKA_CONTROLLER_PORT=9093  MONGO_PORT=27017
+#   KAFKA_HEAP_OPTS="-Xms512m -Xmx512m"  KAFKA_JVM_PERFORMANCE_OPTS=...  KAFKA_OPTS=...
+#   KAFKA_START_TIMEOUT=180  FERRETDB_START_TIMEOUT=60  STOP_TIMEOUT=30  (seconds)
+#   JAVA_HOME (Java 17+ needed), FERRETDB_LOG_LEVEL=warn
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SVC="$ROOT/.services"
+RUN_DIR="$SVC/run"
+LOG_DIR="$SVC/logs"
+BIN_DIR="$SVC/bin"
+KAFKA_DIR="$SVC/kafka"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_PROPS="$KAFKA_DIR/server.properties"
+FERRETDB_BIN="$BIN_DIR/ferretdb"
+FERRETDB_DATA="$SVC/ferretdb/data"
+PROBE=(python3 "$ROOT/scripts/service_probe.py")
+
+KAFKA_SRC="$ROOT/services/kafka"
+FERRETDB_SRC="$ROOT/services/ferretdb"
+FERRETDB_MODULE="github.com/FerretDB/FerretDB"
+
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+MONGO_PORT="${MONGO_PORT:-27017}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}"
+KAFKA_JVM_PERFORMANCE_OPTS="${KAFKA_JVM_PERFORMANCE_OPTS:--server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true}"
+KAFKA_OPTS="${KAFKA_OPTS:-}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-180}"
+FERRETDB_START_TIMEOUT="${FERRETDB_START_TIMEOUT:-60}"
+STOP_TIMEOUT="${STOP_TIMEOUT:-30}"
+FERRETDB_LOG_LEVEL="${FERRETDB_LOG_LEVEL:-warn}"
+
+LOCAL_KAFKA="127.0.0.1:$KAFKA_PORT"
+LOCAL_MONGO="mongodb://127.0.0.1:$MONGO_PORT"
+KAFKA_PATTERN="kafka.Kafka"      # what the pid's command line must contain
+FERRETDB_PATTERN="$FERRETDB_BIN"
+
+# ----------------------------------------------------------------------------- helpers
+
+log() { printf '[services] %s\n' "$*"; }
+warn() { printf '[services] WARNING: %s\n' "$*" >&2; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH. $2"; }
+
+sha_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# Print the pid from $RUN_DIR/<name>.pid if that process is alive and its command
+# line contains <pattern> (guards against a recycled pid); else remove a stale
+# pid file and fail.
+live_pid() {
+  local name=$1 pattern=$2 pidfile="$RUN_DIR/$1.pid" pid cmd
+  [[ -f $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+    if [[ -r /proc/$pid/cmdline ]]; then
+      cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline")
+    else
+      cmd=$(ps -o args= -p "$pid" 2>/dev/null || true)
+    fi
+    if [[ $cmd == *"$pattern"* ]]; then
+      echo "$pid"
+      return 0
+    fi
+  fi
+  rm -f "$pidfile"
+  return 1
+}
+
+kafka_answers() { "${PROBE[@]}" kafka "$1" >/dev/null 2>&1; }
+mongo_answers() { "${PROBE[@]}" mongo "$1" >/dev/null 2>&1; }
+port_open() { "${PROBE[@]}" port 127.0.0.1 "$1" >/dev/null 2>&1; }
+
+# run_with_progress <label> <logfile> <command...>: run a slow step in the
+# background, print a progress line every 15 s, fail with the log's tail.
+run_with_progress() {
+  local label=$1 logf=$2 t0=$SECONDS next=15 pid rc=0
+  shift 2
+  "$@" >>"$logf" 2>&1 9>&- &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS - t0 >= next)); then
+      log "  ... $label: ${next}s so far (log: ${logf#"$ROOT"/})"
+      next=$((next + 15))
+    fi
+    sleep 0.5
+  done
+  wait "$pid" || rc=$?
+  if ((rc != 0)); then
+    tail -n 30 "$logf" >&2 || true
+    die "$label failed (exit $rc); full log: $logf"
+  fi
+}
+
+# wait_ready <name> <pid> <deadline-seconds> <logfiles,comma-separated> <check command...>
+# Poll the check until it succeeds; fail if the process dies or the deadline passes.
+wait_ready() {
+  local name=$1 pid=$2 timeout=$3 t0=$SECONDS next=10 logs
+  IFS=, read -r -a logs <<<"$4"
+  shift 4
+  until "$@"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "${logs[@]}" >&2 2>/dev/null || true
+      rm -f "$RUN_DIR/$name.pid"
+      die "$name exited during start-up; see ${logs[*]}"
+    fi
+    if ((SECONDS - t0 >= timeout)); then
+      tail -n 30 "${logs[@]}" >&2 2>/dev/null || true
+      die "$name did not answer within ${timeout}s (pid $pid still running; see ${logs[*]})"
+    fi
+    if ((SECONDS - t0 >= next)); then
+      log "  ... $name: waiting, ${next}s so far"
+      next=$((next + 10))
+    fi
+    sleep 0.3
+  done
+}
+
+# start_detached <name> <logfile> <command...>: start in a new session (so it
+# outlives this shell and its process group) and record its pid.
+start_detached() {
+  local name=$1 logf=$2
+  shift 2
+  local launcher=()
+  command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+  # The inner shell writes its own pid, then execs the server: the pid file holds
+  # the server's pid whether or not setsid forked. fd 9 (the lock) is closed so
+  # the server does not hold the lock for its whole life.
+  # shellcheck disable=SC2016  # $$ and $@ belong to the inner shell
+  ${launcher[@]+"${launcher[@]}"} bash -c 'echo $$ >"$0"; exec "$@"' "$RUN_DIR/$name.pid" "$@" \
+    </dev/null >>"$logf" 2>&1 9>&- &
+  local _
+  for _ in $(seq 1 50); do
+    [[ -s "$RUN_DIR/$name.pid" ]] && break
+    sleep 0.1
+  done
+  [[ -s "$RUN_DIR/$name.pid" ]] || die "could not start $name"
+  cat "$RUN_DIR/$name.pid"
+}
+
+# Stop the process recorded in <name>.pid: TERM, wait up to STOP_TIMEOUT, KILL.
+stop_one() {
+  local name=$1 pattern=$2 pid t0
+  if ! pid=$(live_pid "$name" "$pattern"); then
+    log "$name: not running (no live pid file)"
+    return 0
+  fi
+  log "$name: stopping pid $pid (TERM, up to ${STOP_TIMEOUT}s)"
+  t0=$(now)
+  kill -TERM "$pid" 2>/dev/null || true
+  local start=$SECONDS
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS - start >= STOP_TIMEOUT)); then
+      warn "$name: still running after ${STOP_TIMEOUT}s; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.addr"
+  log "$name: stopped in $(since "$t0")s"
+}
+
+lock() {
+  exec 9>"$RUN_DIR/services.lock"
+  if command -v flock >/dev/null 2>&1; then
+    flock -w 900 9 || die "another scripts/services.sh is still running"
+  fi
+}
+
+# ----------------------------------------------------------------------------- Kafka
+
+java_cmd() {
+  if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then
+    echo "$JAVA_HOME/bin/java"
+  else
+    need java "Install a Java 17+ runtime (e.g. apt-get install openjdk-17-jre-headless)."
+    echo java
+  fi
+}
+
+check_java() {
+  local java ver major
+  java=$(java_cmd)
+  ver=$("$java" -version 2>&1 | awk -F'"' '/version/ { print $2; exit }')
+  major=${ver%%.*}
+  if [[ $major == 1 ]]; then major=$(echo "$ver" | cut -d. -f2); fi # 1.8.0_x style
+  if ! [[ $major =~ ^[0-9]+$ ]] || ((major < 17)); then
+    die "Kafka 4.x needs Java 17+, found '$ver' ($java). Set JAVA_HOME."
+  fi
+}
+
+fetch_kafka() {
+  local stamp want
+  want=$(sha_of "$KAFKA_SRC/pom.xml")
+  stamp="$KAFKA_LIBS/.fetched-from-pom"
+  if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
+    log "kafka: jars cached in .services/kafka/libs ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars)"
+    return 0
+  fi
+  need mvn "Install Maven (e.g. apt-get install maven)."
+  log "kafka: fetching Kafka jars with Maven (services/kafka/pom.xml; first run only)"
+  local t0 tmp="$KAFKA_LIBS.tmp"
+  t0=$(now)
+  rm -rf "$tmp"
+  : >"$LOG_DIR/kafka-fetch.log"
+  run_with_progress "Maven fetch" "$LOG_DIR/kafka-fetch.log" \
+    mvn -q -B -f "$KAFKA_SRC/pom.xml" package "-Dkafka.libs.dir=$tmp"
+  echo "$want" >"$tmp/.fetched-from-pom"
+  rm -rf "$KAFKA_LIBS"
+  mv "$tmp" "$KAFKA_LIBS"
+  log "kafka: fetched $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars in $(since "$t0")s"
+}
+
+render_kafka_config() {
+  local content
+  content=$(<"$KAFKA_SRC/server.properties.template")
+  content=${content//@KAFKA_PORT@/"$KAFKA_PORT"}
+  content=${content//@KAFKA_CONTROLLER_PORT@/"$KAFKA_CONTROLLER_PORT"}
+  content=${content//@KAFKA_DATA_DIR@/"$KAFKA_DATA"}
+  printf '%s\n' "$content" >"$KAFKA_PROPS.tmp"
+  mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+}
+
+format_kafka() {
+  local java
+  java=$(java_cmd)
+  if [[ -f $KAFKA_DATA/meta.properties ]]; then
+    log "kafka: log dir already formatted (.services/kafka/data)"
+    return 0
+  fi
+  local id_file="$KAFKA_DIR/cluster.id" id
+  if [[ ! -s $id_file ]]; then
+    "$java" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka-format.log" | tail -n 1 >"$id_file.tmp"
+    mv "$id_file.tmp" "$id_file"
+  fi
+  id=$(<"$id_file")
+  log "kafka: formatting log dir (cluster id $id, single-voter dynamic quorum)"
+  mkdir -p "$KAFKA_DATA"
+  # --standalone makes this node the only controller voter (pairs with
+  # controller.quorum.bootstrap.servers); -g skips a dir that is already formatted.
+  "$java" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone -g \
+    -t "$id" -c "$KAFKA_PROPS" >>"$LOG_DIR/kafka-format.log" 2>&1 ||
+    { tail -n 20 "$LOG_DIR/kafka-format.log" >&2; die "kafka: storage format failed"; }
+}
+
+KAFKA_RESULT=""
+KAFKA_ADDR="$LOCAL_KAFKA"
+
+# A server started earlier with other ports: say so instead of waiting on the wrong port.
+check_same_addr() {
+  local name=$1 want=$2 pid=$3 had
+  had=$(cat "$RUN_DIR/$name.addr" 2>/dev/null || true)
+  if [[ -n $had && $had != "$want" ]]; then
+    die "$name is already running (pid $pid) at $had, not $want; run '$0 down' first to change ports"
+  fi
+}
+
+kafka_up() {
+  local pid t0
+  if pid=$(live_pid kafka "$KAFKA_PATTERN"); then
+    check_same_addr kafka "$LOCAL_KAFKA" "$pid"
+    if kafka_answers "$LOCAL_KAFKA"; then
+      log "kafka: already running (pid $pid) at $LOCAL_KAFKA; nothing to do"
+      KAFKA_RESULT="already running (pid $pid)"
+      return 0
+    fi
+    log "kafka: pid $pid is running but not answering yet; waiting"
+    t0=$(now)
+    wait_ready kafka "$pid" "$KAFKA_START_TIMEOUT" "$LOG_DIR/kafka.out,$LOG_DIR/kafka.log" kafka_answers "$LOCAL_KAFKA"
+    KAFKA_RESULT="ready after $(since "$t0")s more (pid $pid)"
+    return 0
+  fi
+
+  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+    if kafka_answers "$KAFKA_BOOTSTRAP_SERVERS"; then
+      log "kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS answers; using it, starting nothing"
+      KAFKA_ADDR="$KAFKA_BOOTSTRAP_SERVERS"
+      KAFKA_RESULT="external, not started here"
+      return 0
+    fi
+    warn "kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS does not answer; falling back to the local broker at $LOCAL_KAFKA"
+  fi
+
+  if port_open "$KAFKA_PORT"; then
+    if kafka_answers "$LOCAL_KAFKA"; then
+      log "kafka: a broker not started by this script answers at $LOCAL_KAFKA; using it"
+      KAFKA_RESULT="external, not started here"
+      return 0
+    fi
+    die "kafka: port $KAFKA_PORT is taken by something that is not a Kafka broker (set KAFKA_PORT)"
+  fi
+  if port_open "$KAFKA_CONTROLLER_PORT"; then
+    die "kafka: controller port $KAFKA_CONTROLLER_PORT is already in use (set KAFKA_CONTROLLER_PORT)"
+  fi
+
+  check_java
+  fetch_kafka
+  render_kafka_config
+  format_kafka
+
+  local java heap perf extra
+  java=$(java_cmd)
+  read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+  read -r -a perf <<<"$KAFKA_JVM_PERFORMANCE_OPTS"
+  read -r -a extra <<<"$KAFKA_OPTS"
+  log "kafka: starting broker+controller on $LOCAL_KAFKA (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT, heap: $KAFKA_HEAP_OPTS)"
+  t0=$(now)
+  pid=$(start_detached kafka "$LOG_DIR/kafka.out" \
+    "$java" ${heap[@]+"${heap[@]}"} ${perf[@]+"${perf[@]}"} ${extra[@]+"${extra[@]}"} \
+    "-Dlog4j2.configurationFile=$KAFKA_SRC/log4j2.yaml" \
+    "-Dkafka.logs.dir=$LOG_DIR" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS")
+  echo "$LOCAL_KAFKA" >"$RUN_DIR/kafka.addr"
+  log "kafka: pid $pid; waiting until it lists topics (deadline ${KAFKA_START_TIMEOUT}s)"
+  wait_ready kafka "$pid" "$KAFKA_START_TIMEOUT" "$LOG_DIR/kafka.out,$LOG_DIR/kafka.log" kafka_answers "$LOCAL_KAFKA"
+  KAFKA_RESULT="started in $(since "$t0")s (pid $pid)"
+  log "kafka: ready, $KAFKA_RESULT; logs .services/logs/kafka.log"
+}
+
+# ----------------------------------------------------------------------------- FerretDB
+
+build_ferretdb() {
+  local want stamp="$BIN_DIR/.ferretdb.built-from"
+  want=$(sha_of "$FERRETDB_SRC/go.mod" "$FERRETDB_SRC/go.sum")
+  if [[ -x $FERRETDB_BIN && -f $stamp && $(<"$stamp") == "$want" ]]; then
+    log "ferretdb: binary cached (.services/bin/ferretdb)"
+    return 0
+  fi
+  need go "Install Go 1.24+ (e.g. from the distribution's packages)."
+  export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
+  local t0 version src build="$SVC/build/ferretdb" logf="$LOG_DIR/ferretdb-build.log"
+  t0=$(now)
+  : >"$logf"
+  log "ferretdb: downloading Go modules (services/ferretdb/go.mod)"
+  (cd "$FERRETDB_SRC" && run_with_progress "go mod download" "$logf" go mod download)
+  version=$(cd "$FERRETDB_SRC" && go list -m -f '{{.Version}}' "$FERRETDB_MODULE")
+  src=$(cd "$FERRETDB_SRC" && go list -m -f '{{.Dir}}' "$FERRETDB_MODULE")
+  [[ -n $version && -d $src ]] || die "ferretdb: could not resolve $FERRETDB_MODULE"
+
+  # FerretDB's build/version package panics at start unless the module that holds
+  # the main package embeds build/version/version.txt (a generated file, absent
+  # from the published module). Building cmd/ferretdb from a wrapper module does
+  # not help (runtime/debug reports FerretDB's module as the main one), and the
+  # module cache is read-only, so build against a copy with version.txt added:
+  # a private go.mod (-modfile) whose replace directive points at the copy.
+  rm -rf "$build"
+  mkdir -p "$build"
+  cp -R "$src" "$build/FerretDB"
+  chmod -R u+w "$build/FerretDB"
+  echo "$version" >"$build/FerretDB/build/version/version.txt"
+  cp "$FERRETDB_SRC/go.mod" "$build/go.mod"
+  cp "$FERRETDB_SRC/go.sum" "$build/go.sum"
+  (cd "$FERRETDB_SRC" && go mod edit -modfile="$build/go.mod" -replace="$FERRETDB_MODULE=$build/FerretDB")
+
+  log "ferretdb: building FerretDB $version with $(go env GOVERSION) (first run only; a few minutes on 2 cores)"
+  (cd "$FERRETDB_SRC" && run_with_progress "go build" "$logf" \
+    go build -modfile="$build/go.mod" -trimpath -o "$FERRETDB_BIN.tmp" "$FERRETDB_MODULE/cmd/ferretdb")
+  "$FERRETDB_BIN.tmp" --version >>"$logf" 2>&1 || die "ferretdb: built binary does not run; see $logf"
+  mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+  echo "$want" >"$stamp"
+  rm -rf "$build"
+  log "ferretdb: built .services/bin/ferretdb in $(since "$t0")s"
+}
+
+MONGO_RESULT=""
+MONGO_ADDR="$LOCAL_MONGO"
+
+ferretdb_up() {
+  local pid t0
+  if pid=$(live_pid ferretdb "$FERRETDB_PATTERN"); then
+    check_same_addr ferretdb "$LOCAL_MONGO" "$pid"
+    if mongo_answers "$LOCAL_MONGO"; then
+      log "ferretdb: already running (pid $pid) at $LOCAL_MONGO; nothing to do"
+      MONGO_RESULT="already running (pid $pid)"
+      return 0
+    fi
+    log "ferretdb: pid $pid is running but not answering yet; waiting"
+    t0=$(now)
+    wait_ready ferretdb "$pid" "$FERRETDB_START_TIMEOUT" "$LOG_DIR/ferretdb.log" mongo_answers "$LOCAL_MONGO"
+    MONGO_RESULT="ready after $(since "$t0")s more (pid $pid)"
+    return 0
+  fi
+
+  if [[ -n ${MONGODB_URL:-} ]]; then
+    if mongo_answers "$MONGODB_URL"; then
+      log "ferretdb: MONGODB_URL answers ping; using it, starting nothing"
+      MONGO_ADDR="$MONGODB_URL"
+      MONGO_RESULT="external, not started here"
+      return 0
+    fi
+    warn "ferretdb: MONGODB_URL does not answer a ping; falling back to the local FerretDB at $LOCAL_MONGO"
+  fi
+
+  if port_open "$MONGO_PORT"; then
+    if mongo_answers "$LOCAL_MONGO"; then
+      log "ferretdb: a MongoDB-compatible server not started by this script answers at $LOCAL_MONGO; using it"
+      MONGO_RESULT="external, not started here"
+      return 0
+    fi
+    die "ferretdb: port $MONGO_PORT is taken by something that does not answer a MongoDB ping (set MONGO_PORT)"
+  fi
+
+  build_ferretdb
+  mkdir -p "$FERRETDB_DATA"
+  log "ferretdb: starting on $LOCAL_MONGO (SQLite in .services/ferretdb/data)"
+  t0=$(now)
+  pid=$(start_detached ferretdb "$LOG_DIR/ferretdb.log" \
+    "$FERRETDB_BIN" \
+    --handler=sqlite \
+    "--sqlite-url=file:$FERRETDB_DATA/" \
+    "--listen-addr=127.0.0.1:$MONGO_PORT" \
+    --state-dir=- \
+    --telemetry=disable \
+    --debug-addr=- \
+    "--log-level=$FERRETDB_LOG_LEVEL")
+  echo "$LOCAL_MONGO" >"$RUN_DIR/ferretdb.addr"
+  log "ferretdb: pid $pid; waiting for ping (deadline ${FERRETDB_START_TIMEOUT}s)"
+  wait_ready ferretdb "$pid" "$FERRETDB_START_TIMEOUT" "$LOG_DIR/ferretdb.log" mongo_answers "$LOCAL_MONGO"
+  MONGO_RESULT="started in $(since "$t0")s (pid $pid)"
+  log "ferretdb: ready, $MONGO_RESULT; logs .services/logs/ferretdb.log"
+}
+
+# ----------------------------------------------------------------------------- commands
+
+cmd_up() {
+  local t0
+  t0=$(now)
+  kafka_up
+  ferretdb_up
+  log "all up in $(since "$t0")s"
+  echo
+  echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_ADDR"
+  echo "MONGODB_URL=$MONGO_ADDR"
+  echo
+  echo "  kafka:    $KAFKA_RESULT"
+  echo "  ferretdb: $MONGO_RESULT"
+}
+
+cmd_down() {
+  stop_one kafka "$KAFKA_PATTERN"
+  stop_one ferretdb "$FERRETDB_PATTERN"
+}
+
+cmd_status() {
+  local rc=0 pid addr
+  if pid=$(live_pid kafka "$KAFKA_PATTERN"); then
+    addr=$(cat "$RUN_DIR/kafka.addr" 2>/dev/null || echo "$LOCAL_KAFKA")
+    if kafka_answers "$addr"; then
+      echo "kafka:    up at $addr (pid $pid)"
+    else
+      echo "kafka:    starting or unhealthy: pid $pid runs but $addr does not answer"
+      rc=1
+    fi
+  elif [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]] && kafka_answers "$KAFKA_BOOTSTRAP_SERVERS"; then
+    echo "kafka:    up at $KAFKA_BOOTSTRAP_SERVERS (external, not started by this script)"
+  elif kafka_answers "$LOCAL_KAFKA"; then
+    echo "kafka:    up at $LOCAL_KAFKA (not started by this script)"
+  else
+    echo "kafka:    down"
+    rc=1
+  fi
+  if pid=$(live_pid ferretdb "$FERRETDB_PATTERN"); then
+    addr=$(cat "$RUN_DIR/ferretdb.addr" 2>/dev/null || echo "$LOCAL_MONGO")
+    if mongo_answers "$addr"; then
+      echo "ferretdb: up at $addr (pid $pid)"
+    else
+      echo "ferretdb: starting or unhealthy: pid $pid runs but $addr does not answer"
+      rc=1
+    fi
+  elif [[ -n ${MONGODB_URL:-} ]] && mongo_answers "$MONGODB_URL"; then
+    echo "ferretdb: up at MONGODB_URL (external, not started by this script)"
+  elif mongo_answers "$LOCAL_MONGO"; then
+    echo "ferretdb: up at $LOCAL_MONGO (not started by this script)"
+  else
+    echo "ferretdb: down"
+    rc=1
+  fi
+  return "$rc"
+}
+
+main() {
+  local cmd=${1:-}
+  case $cmd in
+    up | down | status) ;;
+    *)
+      echo "usage: $0 up|down|status" >&2
+      exit 2
+      ;;
+  esac
+  need python3 "It is used for dependency-free readiness checks."
+  mkdir -p "$RUN_DIR" "$LOG_DIR" "$BIN_DIR" "$KAFKA_DIR"
+  case $cmd in
+    up) lock && cmd_up ;;
+    down) lock && cmd_down ;;
+    status) cmd_status ;;
+  esac
+}
+
+main "$@"
