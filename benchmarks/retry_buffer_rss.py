@@ -50,8 +50,17 @@ async def main(count: int, max_records: int) -> None:
         due_at_ms = int(time.time() * 1000) + 10 * 60_000
         async with JobPublisher(KAFKA) as publisher:
             for i in range(count):
-                job = {"type": "SEND_OTP", "job_id": f"{run_id}-{i}", "to": f"u{i}@example.com", "code": "123456"}
-                headers = {h.ATTEMPT: "1", h.DUE_AT_MS: str(due_at_ms), h.ORIGIN_TOPIC: topics.email_jobs.main}
+                job = {
+                    "type": "SEND_OTP",
+                    "job_id": f"{run_id}-{i}",
+                    "to": f"u{i}@example.com",
+                    "code": "123456",
+                }
+                headers = {
+                    h.ATTEMPT: "1",
+                    h.DUE_AT_MS: str(due_at_ms),
+                    h.ORIGIN_TOPIC: topics.email_jobs.main,
+                }
                 await publisher.send_raw(
                     topics.email_jobs.retry, json.dumps(job).encode(), key=f"u{i}".encode(), headers=headers
                 )
@@ -71,7 +80,8 @@ async def main(count: int, max_records: int) -> None:
             await asyncio.sleep(0.2)
         print(f"retries waiting: {waiting} of {count} published (buffer limit {max_records})")
         print(f"idle worker RSS: {baseline:.1f} MiB; peak with the buffer full: {peak:.1f} MiB")
-        print(f"ratio: {peak / baseline:.2f}x; {(peak - baseline) * 1024 / max(waiting, 1):.2f} KiB per waiting retry")
+        per_retry_kib = (peak - baseline) * 1024 / max(waiting, 1)
+        print(f"ratio: {peak / baseline:.2f}x; {per_retry_kib:.2f} KiB per waiting retry")
     finally:
         worker.stop()
         admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)

@@ -15,7 +15,6 @@ broker = KafkaBroker(
     enable_idempotence=True,
     client_id="worker",
     specification_url=["kafka://127.0.0.1:9092", "kafka://kafka:9092"],
-    description="Kafka cluster carrying the worker's job, retry, dead-letter and result topics.",
 )
 
 

@@ -9,17 +9,18 @@ from faststream.kafka import KafkaRouter
 from faststream.message import StreamMessage
 
 from processors.email.jobs import EmailJob, EmailJobModel, decode_email_job
+from streams.prose import prose
 from streams.retry import FailureRouter, FailureRouting, JobRoute
 from streams.retry.headers import DLQ_HEADERS_DOC, RETRY_HEADERS_DOC
 from streams.runtime import runtime
 from streams.settings import Settings
 from streams.topics import EMAIL_JOBS
 
-EMAIL_JOBS_DESCRIPTION = """Transactional email jobs. Publish one JSON object per message; `type` selects
-the email: `SEND_OTP`, `WELCOME_EMAIL`, `VERIFICATION_LINK` or `AD_READY`. `job_id` is the
-idempotency key: a job is sent at most once, however often it is delivered. Key the message
-by recipient address to keep one user's emails in order. Invalid messages go to
-`email-jobs.dlq` with a reason; transient failures are retried with backoff."""
+EMAIL_JOBS_DESCRIPTION = prose("""Transactional email jobs. Publish one JSON object per
+message; `type` selects the email: `SEND_OTP`, `WELCOME_EMAIL`, `VERIFICATION_LINK` or
+`AD_READY`. `job_id` is the idempotency key: a job is sent at most once, however often it
+is delivered. Key the message by recipient address to keep one user's emails in order. Invalid messages go to
+`email-jobs.dlq` with a reason; transient failures are retried with backoff.""")
 
 
 def build_email_router(settings: Settings, failure_router: FailureRouter, route: JobRoute) -> KafkaRouter:

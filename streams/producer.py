@@ -15,8 +15,10 @@ from types import TracebackType
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
+from processors.ads.jobs import AdJob
 from processors.email.jobs import EmailJobModel
-from streams.topics import EMAIL_JOBS
+from streams.settings import get_settings
+from streams.topics import AD_JOBS, EMAIL_JOBS
 
 
 def new_job_id(prefix: str) -> str:
@@ -56,12 +58,23 @@ class JobPublisher:
         await self.publish(topic, job, key=str(job.to).lower())
         return job.job_id
 
+    async def ad(self, job: AdJob, *, topic: str = AD_JOBS.main) -> str:
+        # Keyed by user: one user's ad jobs, and so their results, stay in order.
+        await self.publish(topic, job, key=job.user_id)
+        return job.job_id
+
+
+def _bootstrap(bootstrap_servers: str | None) -> str:
+    return bootstrap_servers or get_settings().kafka_bootstrap_servers
+
 
 async def publish_email_job(job: EmailJobModel, *, bootstrap_servers: str | None = None) -> str:
     """Publish one email job and return its `job_id` once the broker has it."""
-    if bootstrap_servers is None:
-        from streams.settings import get_settings
-
-        bootstrap_servers = get_settings().kafka_bootstrap_servers
-    async with JobPublisher(bootstrap_servers) as publisher:
+    async with JobPublisher(_bootstrap(bootstrap_servers)) as publisher:
         return await publisher.email(job)
+
+
+async def publish_ad_job(job: AdJob, *, bootstrap_servers: str | None = None) -> str:
+    """Publish one ad job and return its `job_id` once the broker has it."""
+    async with JobPublisher(_bootstrap(bootstrap_servers)) as publisher:
+        return await publisher.ad(job)

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
         env_file=None,
         extra="ignore",
         hide_input_in_errors=True,
+        # `RESEND_API_KEY=` (empty, as docker compose passes an unset variable) means unset.
+        env_ignore_empty=True,
         case_sensitive=False,
     )
 
@@ -62,6 +64,10 @@ class Settings(BaseSettings):
     openai_model: str | None = None
     openai_timeout_s: float = Field(default=60.0, gt=0, le=600)
     openai_max_retries: int = Field(default=0, ge=0, le=3)
+    ad_lease_s: float = Field(default=300.0, gt=0)
+
+    # Liveness: the worker touches this file every few seconds (Docker healthcheck)
+    heartbeat_file: Path | None = None
 
     # WebSocket notifier
     ws_token_secret: SecretStr | None = None

@@ -7,6 +7,7 @@ answers 409 `invalid_idempotent_request`. Failures can be scripted per job id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -154,10 +155,9 @@ class FakeResend:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                try:
+                # The client may have given up (a timeout test).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -119,6 +119,8 @@ async def test_outbox_writes_a_mime_email_and_an_html_file(tmp_path: Path) -> No
     assert parsed["Subject"] == "Your code"
     text_part = parsed.get_body(preferencelist=("plain",))
     html_part = parsed.get_body(preferencelist=("html",))
-    assert text_part is not None and "123456" in text_part.get_content()
-    assert html_part is not None and "<p>code 123456</p>" in html_part.get_content()
+    assert text_part is not None
+    assert html_part is not None
+    assert "123456" in text_part.get_content()
+    assert "<p>code 123456</p>" in html_part.get_content()
     assert (tmp_path / "job_4.html").read_text() == CONTENT.html

@@ -1,0 +1,37 @@
+"""Looking at the real broker from a test: consumer-group lag and topic contents."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.dlq import DeadLetterRecord, read_dead_letters
+
+
+async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> int:
+    """Records of `topic` not yet committed by `group_id` (all of them if it committed none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        end = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+        lag = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else 0
+            lag += end[tp] - position
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def records_in(bootstrap_servers: str, topic: str) -> list[DeadLetterRecord]:
+    return await read_dead_letters(bootstrap_servers, topic)

@@ -1,0 +1,227 @@
+"""Ad jobs on the real broker and store: each model outcome ends where it should."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict, deque
+from typing import Any
+
+from processors.ads.jobs import AdJob
+from streams.producer import JobPublisher
+from streams.retry import headers as h
+from streams.topics import TopicNames
+from tests.fakes.openai_server import Behaviour, FakeOpenAI, Request
+from tests.fakes.resend_server import FakeResend
+from tests.integration.conftest import KAFKA
+from tests.integration.kafka_tools import group_lag, records_in
+from tests.polling import eventually
+
+
+def ad_job(job_id: str, product: str, *, email: str | None = None, user_id: str = "u-1") -> AdJob:
+    return AdJob.model_validate(
+        {
+            "job_id": job_id,
+            "user_id": user_id,
+            "product": {"name": product, "description": "A dimmable LED desk lamp that folds flat."},
+            "audience": "students who study late",
+            "tone": "warm",
+            "platform": "GOOGLE_SEARCH",
+            "variants": 2,
+            "notify": {"email": email, "live": True},
+        }
+    )
+
+
+class ScriptByProduct:
+    """Answers each request by the product named in its prompt: one queue per product."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, deque[str | Behaviour]] = defaultdict(deque)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def __call__(self, request: Request) -> Behaviour | str:
+        for product, queue in self.queues.items():
+            if product in request.text():
+                self.calls[product] += 1
+                return queue.popleft() if queue else "good"
+        return "good"
+
+
+def model_env(fake_openai: FakeOpenAI) -> dict[str, str]:
+    return {
+        "OPENAI_API_KEY": "sk-test-key",
+        "OPENAI_BASE_URL": fake_openai.url,
+        "OPENAI_MODEL": fake_openai.model,
+        "OPENAI_TIMEOUT_S": "5",
+        "AD_LEASE_S": "30",
+        "AD_RETRY_BASE_MS": "200",
+        "AD_RETRY_CAP_MS": "1000",
+    }
+
+
+async def results_for(topics: TopicNames, job_id: str) -> list[dict[str, Any]]:
+    records = await records_in(KAFKA, topics.ad_results)
+    return [r for r in (json.loads(rec.record.value) for rec in records) if r["job_id"] == job_id]
+
+
+async def test_each_model_outcome_ends_where_it_should(
+    start_worker: Any,
+    publisher: JobPublisher,
+    topics: TopicNames,
+    fake_openai: FakeOpenAI,
+    database: Any,
+    run_id: str,
+) -> None:
+    script = ScriptByProduct()
+    fake_openai.default = script
+    cases = {
+        "Good lamp": [],
+        "Repaired lamp": ["over_limit", "good"],
+        "Limited lamp": ["rate_limited", "good"],
+        "Flaky lamp": ["server_error", "good"],
+        "Refused lamp": ["refusal"],
+        "Unfixable lamp": ["over_limit", "over_limit"],
+    }
+    for product, behaviours in cases.items():
+        script.queues[product].extend(behaviours)
+    start_worker(**model_env(fake_openai))
+    jobs = {product: ad_job(f"{run_id}-{i}", product) for i, product in enumerate(cases)}
+    for job in jobs.values():
+        await publisher.ad(job, topic=topics.ad_jobs.main)
+
+    async def all_results() -> bool:
+        records = await records_in(KAFKA, topics.ad_results)
+        return len({json.loads(r.record.value)["job_id"] for r in records}) >= len(jobs)
+
+    await eventually(all_results, timeout_s=60, what="a result for every ad job")
+    ads = database["ads"]
+    for product in ("Good lamp", "Repaired lamp", "Limited lamp", "Flaky lamp"):
+        [result] = await results_for(topics, jobs[product].job_id)
+        assert result["status"] == "succeeded", product
+        assert len(result["variants"]) == 2
+        assert all(len(v["headline"]) <= 30 and len(v["body"]) <= 90 for v in result["variants"])
+        document = await ads.find_one({"_id": jobs[product].job_id})
+        assert document["status"] == "succeeded"
+        assert document["model"] == fake_openai.model
+    assert script.calls["Good lamp"] == 1
+    assert script.calls["Repaired lamp"] == 2
+
+    dead = {json.loads(r.record.value)["job_id"]: r for r in await records_in(KAFKA, topics.ad_jobs.dlq)}
+    for product, error_class in (("Refused lamp", "Refusal"), ("Unfixable lamp", "OutOfBounds")):
+        job_id = jobs[product].job_id
+        [result] = await results_for(topics, job_id)
+        assert result["status"] == "failed"
+        assert result["error_class"] == error_class
+        assert dead[job_id].record.headers[h.DLQ_REASON] == "permanent"
+        assert dead[job_id].record.headers[h.ERROR_CLASS] == error_class
+        assert (await ads.find_one({"_id": job_id}))["status"] == "failed"
+    retried = await records_in(KAFKA, topics.ad_jobs.retry)
+    retry_after = [
+        int(r.record.headers[h.DUE_AT_MS]) - int(r.record.headers[h.LAST_FAILURE_AT_MS])
+        for r in retried
+        if json.loads(r.record.value)["job_id"] == jobs["Limited lamp"].job_id
+    ]
+    assert retry_after == [2_000], "the model server's retry-after wins"
+
+
+async def test_a_redelivered_succeeded_job_is_republished_without_a_model_call(
+    start_worker: Any, publisher: JobPublisher, topics: TopicNames, fake_openai: FakeOpenAI, run_id: str
+) -> None:
+    start_worker(**model_env(fake_openai))
+    job = ad_job(f"{run_id}-once", "Idempotent lamp")
+    await publisher.ad(job, topic=topics.ad_jobs.main)
+    await eventually(lambda: results_for(topics, job.job_id), timeout_s=30, what="the first result")
+    calls_after_first = fake_openai.request_count
+
+    await publisher.ad(job, topic=topics.ad_jobs.main)
+    results = await eventually(
+        lambda: _at_least(results_for(topics, job.job_id), 2), timeout_s=30, what="the result again"
+    )
+    assert fake_openai.request_count == calls_after_first == 1
+    assert results[0]["variants"] == results[1]["variants"]
+
+
+async def _at_least(found: Any, count: int) -> Any:
+    items = await found
+    return items if len(items) >= count else None
+
+
+async def test_without_a_model_jobs_are_dead_lettered_and_replay_once_configured(
+    start_worker: Any,
+    publisher: JobPublisher,
+    topics: TopicNames,
+    fake_openai: FakeOpenAI,
+    worker_env: dict[str, str],
+    run_id: str,
+) -> None:
+    import asyncio
+    import os
+    import sys
+
+    worker = start_worker()  # no OPENAI_MODEL
+    assert "no model configured" in worker.log()
+    job = ad_job(f"{run_id}-nomodel", "Patient lamp")
+    await publisher.ad(job, topic=topics.ad_jobs.main)
+    [letter] = await eventually(
+        lambda: records_in(KAFKA, topics.ad_jobs.dlq), timeout_s=30, what="a dead letter"
+    )
+    assert letter.record.headers[h.ERROR_CLASS] == "NoModelConfigured"
+    assert letter.record.headers[h.ERROR_MESSAGE] == "no model configured"
+    [failed] = await eventually(lambda: results_for(topics, job.job_id), timeout_s=30, what="a failed result")
+    assert failed["status"] == "failed"
+    assert fake_openai.request_count == 0, "no fake copy, no model call"
+    worker.stop()
+
+    start_worker(**model_env(fake_openai))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "dlq",
+        "replay",
+        "--topic",
+        topics.ad_jobs.dlq,
+        env={**os.environ, **worker_env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    results = await eventually(
+        lambda: _at_least(results_for(topics, job.job_id), 2), timeout_s=30, what="the replayed result"
+    )
+    assert results[-1]["status"] == "succeeded"
+
+
+async def test_an_ad_job_with_email_notification_sends_an_ad_ready_email(
+    start_worker: Any,
+    publisher: JobPublisher,
+    topics: TopicNames,
+    fake_openai: FakeOpenAI,
+    fake_resend: FakeResend,
+    run_id: str,
+) -> None:
+    start_worker(**model_env(fake_openai))
+    job = ad_job(f"{run_id}-mail", "Mailed lamp", email="ada@example.com")
+    await publisher.ad(job, topic=topics.ad_jobs.main)
+    [delivery] = await eventually(lambda: fake_resend.deliveries, timeout_s=30, what="the AD_READY email")
+    assert delivery.idempotency_key == f"ad-ready-{job.job_id}"
+    assert delivery.body["to"] == ["ada@example.com"]
+    assert delivery.body["subject"] == "Your ad copy for Mailed lamp is ready"
+    [result] = await results_for(topics, job.job_id)
+    for variant in result["variants"]:
+        assert variant["headline"] in delivery.body["text"]
+
+    # The same result again (a redelivery) makes no second email.
+    await publisher.send_raw(
+        topics.ad_results, json.dumps(result).encode(), key=job.user_id.encode(), headers={}
+    )
+
+    async def caught_up() -> bool:
+        return (
+            await group_lag(KAFKA, f"worker-{run_id}", topics.email_jobs.main) == 0
+            and await group_lag(KAFKA, f"worker-{run_id}.ad-email-notifier", topics.ad_results) == 0
+        )
+
+    await eventually(caught_up, timeout_s=30, what="the notifier and email path to catch up")
+    assert len(fake_resend.deliveries) == 1

@@ -1,0 +1,70 @@
+"""The worker as users run it: `faststream run streams.app:app`, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import REPO_ROOT
+
+READY_LINE = "worker ready"
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready_timeout_s: float = 60.0) -> WorkerProcess:
+        faststream = Path(sys.executable).with_name("faststream")
+        log = self.log_path.open("ab")
+        self._ready_mark = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [str(faststream), "run", "streams.app:app"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            if READY_LINE in self.log_since_start():
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_since_start()}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker not ready after {ready_timeout_s}s:\n{self.log_since_start()}")
+
+    def log_since_start(self) -> str:
+        with self.log_path.open("rb") as f:
+            f.seek(self._ready_mark)
+            return f.read().decode("utf-8", "replace")
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", "replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """`kill -9`: no shutdown hooks, no final commits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
