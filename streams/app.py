@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from aiokafka.errors import KafkaError
 from faststream import FastStream
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -129,12 +130,18 @@ def _build_generator(settings: Settings) -> AdCopyGenerator | None:
 async def start_services() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.kafka_create_topics:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            ALL_TOPICS,
-            partitions=settings.kafka_topic_partitions,
-            replication_factor=settings.kafka_replication_factor,
-        )
+        try:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                ALL_TOPICS,
+                partitions=settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+        except KafkaError as error:
+            raise SystemExit(
+                f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}: "
+                f"{type(error).__name__}"
+            ) from None
     mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
         settings.mongodb_url.get_secret_value(),
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
