@@ -19,12 +19,15 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from processors.ads.jobs import AdJob, Notify, Product
+from processors.ads.platforms import Platform
 from processors.decoding import describe_validation_error
 from processors.email.jobs import SendOtpJob, VerificationLinkJob, WelcomeEmailJob
 from streams.dlq import DeadLetterRecord, Filter, read_dead_letters, replay, summarize
-from streams.producer import new_job_id, publish_email_job
+from streams.producer import new_job_id, publish_ad_job, publish_email_job
 from streams.settings import get_settings
 from streams.topics import EMAIL_JOBS, JOB_TOPICS
+from streams.ws.links import token_url
 
 REDACTED_FIELDS = ("code", "verification_url")
 
@@ -52,6 +55,24 @@ def _parser() -> argparse.ArgumentParser:
     link.add_argument("--name")
     link.add_argument("--expires-in-hours", type=int, default=24)
     link.add_argument("--job-id")
+
+    ad = commands.add_parser("ad", help="publish an ad-copy job; prints the job_id")
+    ad.add_argument("--user", required=True, help="the user's id")
+    ad.add_argument("--product", required=True, help="product name")
+    ad.add_argument("--description", required=True, help="product description")
+    ad.add_argument("--url", help="product page (https)")
+    ad.add_argument("--audience", default="people who would enjoy this product")
+    ad.add_argument("--tone", default="friendly")
+    ad.add_argument("--language", default="en")
+    ad.add_argument("--platform", default="GOOGLE_SEARCH", choices=[p.value for p in Platform])
+    ad.add_argument("--variants", type=int, default=3)
+    ad.add_argument("--email", help="send an AD_READY email here when the copy is ready")
+    ad.add_argument("--live", action="store_true", help="push the result to the user's WebSocket page")
+    ad.add_argument("--job-id")
+
+    token = commands.add_parser("ws-token", help="print a link to the notifier page for a user")
+    token.add_argument("--user", required=True)
+    token.add_argument("--base-url", default="http://127.0.0.1:8001")
 
     dlq = commands.add_parser("dlq", help="list, show or replay dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -144,6 +165,27 @@ async def _main(argv: Sequence[str] | None) -> int:
     bootstrap = get_settings().kafka_bootstrap_servers
     if args.command == "dlq":
         return await _dlq(args, bootstrap)
+    if args.command == "ws-token":
+        print(token_url(args.user, args.base_url))
+        return 0
+    if args.command == "ad":
+        try:
+            ad_job = AdJob(
+                job_id=args.job_id or new_job_id("ad"),
+                user_id=args.user,
+                product=Product(name=args.product, description=args.description, url=args.url),
+                audience=args.audience,
+                tone=args.tone,
+                language=args.language,
+                platform=Platform(args.platform),
+                variants=args.variants,
+                notify=Notify(email=args.email, live=args.live),
+            )
+        except ValidationError as error:
+            print(f"invalid job: {describe_validation_error(error)}", file=sys.stderr)
+            return 2
+        print(await publish_ad_job(ad_job, bootstrap_servers=bootstrap))
+        return 0
     try:
         if args.command == "send-otp":
             job: SendOtpJob | WelcomeEmailJob | VerificationLinkJob = SendOtpJob(
