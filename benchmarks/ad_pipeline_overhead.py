@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from processors.ads.jobs import AdJob
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.kafka_tools import delete_topics
 from tests.integration.worker import WorkerProcess
 
 KAFKA = "127.0.0.1:9092"
@@ -88,10 +88,7 @@ async def main(count: int) -> None:
         fake.stop()
         await mongo.drop_database(f"bench_{run_id}")
         await mongo.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-        await admin.start()
-        await admin.delete_topics([t for t in topics.all if t in set(await admin.list_topics())])
-        await admin.close()
+        await delete_topics(KAFKA, topics.all)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ import uuid
 from pathlib import Path
 
 import psutil
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.producer import JobPublisher
 from streams.retry import headers as h
 from streams.topics import TopicNames
+from tests.integration.kafka_tools import delete_topics
 from tests.integration.worker import WorkerProcess
 
 KAFKA = "127.0.0.1:9092"
@@ -84,10 +84,7 @@ async def main(count: int, max_records: int) -> None:
         print(f"ratio: {peak / baseline:.2f}x; {per_retry_kib:.2f} KiB per waiting retry")
     finally:
         worker.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-        await admin.start()
-        await admin.delete_topics([t for t in topics.all if t in set(await admin.list_topics())])
-        await admin.close()
+        await delete_topics(KAFKA, topics.all)
 
 
 if __name__ == "__main__":

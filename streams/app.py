@@ -150,16 +150,15 @@ async def start_services() -> None:
     _state.mongo = mongo
     database = mongo[settings.mongodb_database]
     ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email_send_lease_s)
+    ads = AdStore(database["ads"])
     try:
         await mongo.admin.command("ping")
         await ledger.ensure_indexes()
-    except PyMongoError as error:
-        raise SystemExit(f"cannot reach the store at MONGODB_URL: {type(error).__name__}") from None
-    ads = AdStore(database["ads"])
-    try:
         await ads.ensure_indexes()
     except (PyMongoError, JobError) as error:
-        raise SystemExit(f"cannot prepare the ads collection: {error}") from None
+        # The type only: a driver message may quote the URL, credentials included.
+        reason = error.message if isinstance(error, JobError) else type(error).__name__
+        raise SystemExit(f"cannot reach the store at MONGODB_URL: {reason}") from None
     _state.generator = _build_generator(settings)
     try:
         runtime.ads = AdService(ads, _state.generator, lease_s=settings.ad_lease_s)

@@ -16,20 +16,19 @@ redelivery may claim it again), `succeeded` (final).
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from processors.ads.generator import GeneratedCopy
 from processors.ads.jobs import AdJob
 from processors.errors import TransientError
+from processors.store import guard_store
 
-T = TypeVar("T")
 Document = dict[str, Any]
 
 
@@ -52,30 +51,18 @@ class Claim:
     document: Document
 
 
-async def _guard(action: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await action()
-    except PyMongoError as error:
-        # ConnectionFailure covers ServerSelectionTimeoutError, NetworkTimeout and AutoReconnect.
-        if isinstance(error, ConnectionFailure) or error.timeout:
-            raise TransientError(
-                f"store unavailable: {type(error).__name__}", error_class="StoreUnavailable"
-            ) from error
-        raise
-
-
 class AdStore:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self._collection = collection
 
     async def ensure_indexes(self) -> None:
-        await _guard(
+        await guard_store(
             lambda: self._collection.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
         )
-        await _guard(lambda: self._collection.create_index("status"))
+        await guard_store(lambda: self._collection.create_index("status"))
 
     async def get(self, job_id: str) -> Document | None:
-        return await _guard(lambda: self._collection.find_one({"_id": job_id}))
+        return await guard_store(lambda: self._collection.find_one({"_id": job_id}))
 
     async def claim(self, job: AdJob, now: datetime, lease_s: float) -> Claim:
         """Take the right to generate `job` until `now + lease_s`, or say it is already done.
@@ -99,11 +86,11 @@ class AdStore:
             "updated_at": now,
         }
         try:
-            await _guard(lambda: self._collection.insert_one(document))
+            await guard_store(lambda: self._collection.insert_one(document))
             return Claim(ClaimOutcome.CLAIMED, attempt=1, document=document)
         except DuplicateKeyError:
             pass
-        claimed = await _guard(
+        claimed = await guard_store(
             lambda: self._collection.find_one_and_update(
                 {
                     "_id": job.job_id,
@@ -146,7 +133,7 @@ class AdStore:
     ) -> Document:
         """Store the copy and return the document; if another worker won the race, its document."""
         now = now or datetime.now(UTC)
-        stored = await _guard(
+        stored = await guard_store(
             lambda: self._collection.find_one_and_update(
                 {"_id": job_id, "status": {"$ne": Status.SUCCEEDED.value}},
                 {
@@ -188,7 +175,7 @@ class AdStore:
         self, job_id: str, status: Status, reason: str, error_class: str, now: datetime | None
     ) -> None:
         now = now or datetime.now(UTC)
-        await _guard(
+        await guard_store(
             lambda: self._collection.update_one(
                 {"_id": job_id, "status": {"$ne": Status.SUCCEEDED.value}},
                 {

@@ -12,18 +12,16 @@ Portable to FerretDB v1 and MongoDB: `insert_one` against the unique `_id`, and
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from processors.errors import TransientError
-
-T = TypeVar("T")
+from processors.store import guard_store
 
 
 class Status(enum.StrEnum):
@@ -45,28 +43,17 @@ class Claim:
     provider_message_id: str | None = None
 
 
-async def _guard(action: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await action()
-    except DuplicateKeyError:
-        raise
-    except PyMongoError as error:
-        raise TransientError(
-            f"store unavailable: {type(error).__name__}", error_class="StoreUnavailable"
-        ) from error
-
-
 class DeliveryLedger:
     def __init__(self, collection: AsyncCollection[dict[str, Any]], *, lease_s: float) -> None:
         self._collection = collection
         self._lease = timedelta(seconds=lease_s)
 
     async def ensure_indexes(self) -> None:
-        await _guard(lambda: self._collection.create_index("job_id", unique=True))
-        await _guard(lambda: self._collection.create_index("status"))
+        await guard_store(lambda: self._collection.create_index("job_id", unique=True))
+        await guard_store(lambda: self._collection.create_index("status"))
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        return await _guard(lambda: self._collection.find_one({"_id": job_id}))
+        return await guard_store(lambda: self._collection.find_one({"_id": job_id}))
 
     async def claim(self, *, job_id: str, email_type: str, recipient: str, now: datetime) -> Claim:
         """Take the right to send `job_id` now, or say why not.
@@ -76,7 +63,7 @@ class DeliveryLedger:
         """
         lease_until = now + self._lease
         try:
-            await _guard(
+            await guard_store(
                 lambda: self._collection.insert_one(
                     {
                         "_id": job_id,
@@ -95,7 +82,7 @@ class DeliveryLedger:
             return Claim(ClaimOutcome.CLAIMED, attempt=1)
         except DuplicateKeyError:
             pass
-        doc = await _guard(
+        doc = await guard_store(
             lambda: self._collection.find_one_and_update(
                 {
                     "_id": job_id,
@@ -133,7 +120,7 @@ class DeliveryLedger:
     async def mark_sent(
         self, *, job_id: str, attempt: int, provider: str, provider_message_id: str, now: datetime
     ) -> None:
-        await _guard(
+        await guard_store(
             lambda: self._collection.update_one(
                 {"_id": job_id},
                 {
@@ -154,7 +141,7 @@ class DeliveryLedger:
         self, *, job_id: str, attempt: int, error_class: str, permanent: bool, now: datetime
     ) -> None:
         status = Status.FAILED if permanent else Status.RETRYING
-        await _guard(
+        await guard_store(
             lambda: self._collection.update_one(
                 {"_id": job_id, "status": Status.SENDING.value},
                 {

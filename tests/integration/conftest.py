@@ -19,6 +19,7 @@ from pymongo import AsyncMongoClient
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.fakes.resend_server import FakeResend
+from tests.integration.kafka_tools import delete_topics
 from tests.integration.worker import WorkerProcess
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -68,15 +69,7 @@ def run_id() -> str:
 async def topics(servers: dict[str, str], run_id: str) -> AsyncIterator[TopicNames]:
     names = TopicNames.with_prefix(f"t{run_id}.")
     yield names
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [t for t in names.all if t in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+    await delete_topics(KAFKA, names.all)
 
 
 @pytest.fixture

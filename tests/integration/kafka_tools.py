@@ -35,3 +35,16 @@ async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> int:
 
 async def records_in(bootstrap_servers: str, topic: str) -> list[DeadLetterRecord]:
     return await read_dead_letters(bootstrap_servers, topic)
+
+
+async def delete_topics(bootstrap_servers: str, names: tuple[str, ...]) -> None:
+    """Delete those of `names` that exist, so repeated runs leave no topics behind."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in names if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

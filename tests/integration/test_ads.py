@@ -14,6 +14,7 @@ from tests.fakes.openai_server import Behaviour, FakeOpenAI, Request
 from tests.fakes.resend_server import FakeResend
 from tests.integration.conftest import KAFKA
 from tests.integration.kafka_tools import group_lag, records_in
+from tests.integration.worker import run_cli
 from tests.polling import eventually
 
 
@@ -154,10 +155,6 @@ async def test_without_a_model_jobs_are_dead_lettered_and_replay_once_configured
     worker_env: dict[str, str],
     run_id: str,
 ) -> None:
-    import asyncio
-    import os
-    import sys
-
     worker = start_worker()  # no OPENAI_MODEL
     assert "no model configured" in worker.log()
     job = ad_job(f"{run_id}-nomodel", "Patient lamp")
@@ -173,20 +170,7 @@ async def test_without_a_model_jobs_are_dead_lettered_and_replay_once_configured
     worker.stop()
 
     start_worker(**model_env(fake_openai))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streams.cli",
-        "dlq",
-        "replay",
-        "--topic",
-        topics.ad_jobs.dlq,
-        env={**os.environ, **worker_env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    await run_cli("dlq", "replay", "--topic", topics.ad_jobs.dlq, env=worker_env)
     results = await eventually(
         lambda: _at_least(results_for(topics, job.job_id), 2), timeout_s=30, what="the replayed result"
     )

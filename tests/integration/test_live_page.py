@@ -16,9 +16,9 @@ from streams.producer import JobPublisher
 from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
 from streams.ws.links import token_url
+from tests.browser import chromium, require_browser
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.resend_server import FakeResend
-from tests.integration.browser import chromium, require_browser
 from tests.integration.test_ads import ad_job, model_env, results_for
 from tests.polling import eventually
 

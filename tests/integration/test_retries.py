@@ -14,6 +14,7 @@ from streams.topics import TopicNames
 from tests.fakes.resend_server import FakeResend, Reply
 from tests.integration.conftest import KAFKA
 from tests.integration.kafka_tools import group_lag, records_in
+from tests.integration.worker import run_cli
 from tests.polling import eventually
 
 FAST_RETRIES = {
@@ -156,10 +157,6 @@ async def test_dead_letters_replay_once_after_the_provider_recovers(
     worker_env: dict[str, str],
     run_id: str,
 ) -> None:
-    import asyncio
-    import os
-    import sys
-
     fake_resend.set_down(Reply(503))
     start_worker(EMAIL_RETRY_MAX_ATTEMPTS="2", EMAIL_RETRY_BASE_MS="100", EMAIL_RETRY_CAP_MS="200")
     jobs = [otp(f"{run_id}-r{i}", to=f"r{i}@example.com") for i in range(5)]
@@ -176,21 +173,7 @@ async def test_dead_letters_replay_once_after_the_provider_recovers(
     fake_resend.set_down(None)
 
     async def cli(*args: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "dlq",
-            *args,
-            "--topic",
-            topics.email_jobs.dlq,
-            env={**os.environ, **worker_env},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
-        return out.decode()
+        return await run_cli("dlq", *args, "--topic", topics.email_jobs.dlq, env=worker_env)
 
     listing = await cli("list")
     assert f"{len(jobs)} dead letters" in listing

@@ -10,20 +10,17 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import CHROMIUM, chromium
 from tests.ws.conftest import Notifier, Results, ad_result, token_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT_S = 20.0
 POLL_S = 0.02
 
@@ -31,36 +28,16 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
+        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
         reason=f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)",
     ),
 ]
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    # Explicit binary and driver paths: Selenium Manager never looks for (or downloads) one.
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
+def browser() -> Iterator[webdriver.Chrome]:
+    with chromium(capture_console=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 async def wait_until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:

@@ -26,10 +26,12 @@ def require_browser() -> None:
 
 
 @contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
+def chromium(*, capture_console: bool = False) -> Iterator[webdriver.Chrome]:
+    """A fresh headless browser with its own profile; closed and removed afterwards."""
     require_browser()
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
+    # Explicit binary and driver paths: Selenium Manager never looks for (or downloads) one.
     options.binary_location = CHROMIUM
     for flag in (
         "--headless=new",
@@ -44,6 +46,8 @@ def chromium() -> Iterator[webdriver.Chrome]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    if capture_console:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
         yield driver

@@ -1,0 +1,28 @@
+"""What the store's failures mean for a job, shared by the ledger and the ads store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from processors.errors import TransientError
+
+T = TypeVar("T")
+
+
+async def guard_store(action: Callable[[], Awaitable[T]]) -> T:
+    """Run one store call; an unreachable or timed-out store is a `TransientError`.
+
+    Other errors (a duplicate key, a bad query) propagate unchanged: the caller decides.
+    """
+    try:
+        return await action()
+    except PyMongoError as error:
+        # ConnectionFailure covers ServerSelectionTimeoutError, NetworkTimeout and AutoReconnect.
+        if isinstance(error, ConnectionFailure) or error.timeout:
+            raise TransientError(
+                f"store unavailable: {type(error).__name__}", error_class="StoreUnavailable"
+            ) from error
+        raise
