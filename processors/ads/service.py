@@ -51,6 +51,13 @@ class AdService:
         except TransientError as error:
             await self._store.mark_retrying(job.job_id, error.message, error.error_class)
             raise
+        except Exception as error:
+            # A bug, not a verdict on the job: release the claim so the retry can take it
+            # at once instead of waiting out the lease.
+            await self._store.mark_retrying(
+                job.job_id, f"unexpected {type(error).__name__}", "UnexpectedError"
+            )
+            raise
         return result_from_document(await self._store.mark_succeeded(job.job_id, generated))
 
     def failed_result(self, job: AdJob, error: JobError) -> AdResult:

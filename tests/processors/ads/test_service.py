@@ -134,3 +134,25 @@ async def test_a_job_in_progress_elsewhere_is_not_generated_twice(
 def test_the_lease_must_outlast_the_model_calls(store: AdStore, generator: AdCopyGenerator) -> None:
     with pytest.raises(ValueError, match="lease_s"):
         AdService(store, generator, lease_s=generator.max_duration_s)
+
+
+async def test_an_unexpected_error_releases_the_claim_at_once(
+    store: AdStore, generator: AdCopyGenerator
+) -> None:
+    class Broken(AdCopyGenerator):
+        async def generate(self, job: object) -> object:  # type: ignore[override]
+            raise RuntimeError("a bug")
+
+    broken = Broken(generator.model, None, "http://127.0.0.1:9/v1", timeout_s=1.0)
+    service = AdService(store, broken, lease_s=300)
+    job = make_job()
+    try:
+        with pytest.raises(RuntimeError):
+            await service.process(job)
+    finally:
+        await broken.aclose()
+    document = await store.get(job.job_id)
+    assert document is not None
+    assert document["status"] == Status.RETRYING.value
+    # A retry can claim it now, without waiting out the 300 s lease.
+    assert (await AdService(store, generator, lease_s=300).process(job)).status == "succeeded"
