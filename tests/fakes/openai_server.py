@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from processors.ads.platforms import LIMITS, Platform
+from tests.fakes.http import FakeHandler
 
 PLATFORM_RE = re.compile(r"Platform: ([A-Z_]+)")
 VARIANTS_RE = re.compile(r"Number of variants: (\d+)")
@@ -94,18 +94,7 @@ class FakeOpenAI:
         self._stopping = threading.Event()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in two writes: without this, Nagle's algorithm
-                # and delayed ACKs add ~40 ms to every request.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
+        class Handler(FakeHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.loads(raw or b"{}")
