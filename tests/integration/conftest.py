@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.fakes.resend_server import FakeResend
-from tests.integration.kafka_tools import delete_topics
+from tests.integration.kafka_tools import check_kafka, delete_topics
 from tests.integration.worker import WorkerProcess
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -39,12 +38,7 @@ def servers() -> dict[str, str]:
     import asyncio
 
     async def check() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
-        try:
-            await admin.start()
-            await admin.list_topics()
-        finally:
-            await admin.close()
+        await check_kafka(KAFKA)
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             MONGODB_URL, serverSelectionTimeoutMS=10_000
         )

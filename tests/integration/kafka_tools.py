@@ -48,3 +48,13 @@ async def delete_topics(bootstrap_servers: str, names: tuple[str, ...]) -> None:
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+async def check_kafka(bootstrap_servers: str) -> None:
+    """Raise unless the broker answers a topic listing within 10 s."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    finally:
+        await admin.close()

@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 
 from streams.ws.app import create_app
 from streams.ws.tokens import issue_token
+from tests.integration.kafka_tools import check_kafka
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 SECRET = SecretStr("test-secret-" + uuid.uuid4().hex)
@@ -54,16 +55,8 @@ def ad_result(user_id: str, job_id: str, *, headline: str = "A headline", **fiel
 
 @pytest.fixture(scope="session")
 def kafka() -> str:
-    async def check() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
-        try:
-            await admin.start()
-            await admin.list_topics()
-        finally:
-            await admin.close()
-
     try:
-        asyncio.run(check())
+        asyncio.run(check_kafka(KAFKA))
     except Exception as error:
         pytest.fail(f"Kafka not reachable at {KAFKA} ({error!r}); start it with `make services`")
     return KAFKA
