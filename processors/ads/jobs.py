@@ -22,8 +22,8 @@ from pydantic import (
 )
 
 from processors.ads.platforms import Platform
+from processors.ids import JobId, UserId
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
 MAX_URL_CHARS = 2048
 
@@ -120,8 +120,7 @@ class AdJob(BaseModel):
         json_schema_extra={"examples": [_EXAMPLE_JOB]},
     )
 
-    job_id: str = Field(
-        pattern=ID_PATTERN,
+    job_id: JobId = Field(
         description=(
             "Producer-chosen unique id of this job; the idempotency key. Publishing the same "
             "job_id again returns the stored result and does not call the model again. "
@@ -129,8 +128,7 @@ class AdJob(BaseModel):
         ),
         examples=[_EXAMPLE_JOB_ID],
     )
-    user_id: str = Field(
-        pattern=ID_PATTERN,
+    user_id: UserId = Field(
         description="The user who asked for the copy. 1-128 characters of letters, digits and `._:-`.",
         examples=[_EXAMPLE_USER_ID],
     )

@@ -19,8 +19,8 @@ from pydantic import (
 )
 
 from processors.decoding import decode_job
+from processors.ids import JobId
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _LOCALHOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -33,8 +33,7 @@ def _no_control_chars(value: str) -> str:
 class _EmailJobBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    job_id: str = Field(
-        pattern=JOB_ID_PATTERN,
+    job_id: JobId = Field(
         description=(
             "Producer-chosen unique id of this job; the idempotency key. Publishing the "
             "same job_id twice sends at most one email. 1-128 characters of "
@@ -179,7 +178,7 @@ class AdReadyJob(_EmailJobBase):
     headlines: list[Annotated[str, Field(max_length=300)]] = Field(
         min_length=1, max_length=10, description="The generated headlines, one per variant."
     )
-    ad_job_id: str = Field(pattern=JOB_ID_PATTERN, description="The ad job that produced the copy.")
+    ad_job_id: JobId = Field(description="The ad job that produced the copy.")
 
 
 EmailJobModel = SendOtpJob | WelcomeEmailJob | VerificationLinkJob | AdReadyJob
