@@ -1,15 +1,18 @@
-"""What the store's failures mean for a job, shared by the ledger and the ads store."""
+"""Store helpers shared by the ledger and the ads store: failure mapping and stored datetimes."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from processors.errors import TransientError
 
 T = TypeVar("T")
+
+Document = dict[str, Any]
 
 
 async def guard_store(action: Callable[[], Awaitable[T]]) -> T:
@@ -26,3 +29,8 @@ async def guard_store(action: Callable[[], Awaitable[T]]) -> T:
                 f"store unavailable: {type(error).__name__}", error_class="StoreUnavailable"
             ) from error
         raise
+
+
+def aware(value: datetime) -> datetime:
+    """A stored datetime as UTC-aware: PyMongo returns naive UTC unless the client is tz_aware."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

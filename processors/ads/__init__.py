@@ -9,7 +9,8 @@ from processors.ads.platforms import LIMITS, Platform, PlatformLimits, limits_fo
 from processors.ads.prompt import AdPrompt, RenderedPrompt
 from processors.ads.provider_errors import classify, retry_after_ms
 from processors.ads.service import AdService, failed_result, result_from_document
-from processors.ads.store import AdStore, Claim, ClaimOutcome, Status
+from processors.ads.store import AdStore, Status
+from processors.claims import Claim, ClaimOutcome
 
 __all__ = [
     "LIMITS",

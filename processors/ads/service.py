@@ -11,8 +11,10 @@ from typing import Any
 
 from processors.ads.generator import AdCopyGenerator
 from processors.ads.jobs import AdJob, AdResult, AdVariant, DocumentRef
-from processors.ads.store import AdStore, ClaimOutcome, Status, aware
+from processors.ads.store import AdStore, Status
+from processors.claims import ClaimOutcome
 from processors.errors import JobError, PermanentError, TransientError
+from processors.store import aware
 
 
 class AdService:
@@ -37,7 +39,7 @@ class AdService:
         if stored is not None and stored["status"] == Status.SUCCEEDED.value:
             return result_from_document(stored)
         claim = await self._store.claim(job, now=datetime.now(UTC), lease_s=self._lease_s)
-        if claim.outcome is ClaimOutcome.ALREADY_SUCCEEDED:
+        if claim.outcome is ClaimOutcome.ALREADY_DONE:
             return result_from_document(claim.document)
         if self._generator is None:
             error = PermanentError("no model configured", error_class="NoModelConfigured")

@@ -1,12 +1,12 @@
 """The `ads` collection: one document per job (`_id` = job_id), its request and its copy.
 
 It makes generation effectively-once under at-least-once delivery: a worker *claims*
-a job before calling the model, a `succeeded` job is never generated again, and a job
-another worker is generating right now (a live lease) is left alone.
+a job before calling the model (`processors.claims`), a `succeeded` job is never
+generated again, and a job another worker is generating right now (a live lease) is
+left alone.
 
-Portable to FerretDB v1 and MongoDB: `insert_one` against the unique `_id`, and
-`find_one_and_update` with a status guard; no transactions, TTL or partial indexes,
-and no user-chosen keys in stored data (they could hold `.` or `$`).
+Portable to FerretDB v1 and MongoDB: no transactions, TTL or partial indexes, and no
+user-chosen keys in stored data (they could hold `.` or `$`).
 
 Statuses: `processing` (leased to one worker until `lease_until`), `retrying` (a
 transient failure; any worker may claim it), `failed` (a permanent failure; a
@@ -16,44 +16,30 @@ redelivery may claim it again), `succeeded` (final).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
+from processors import claims
 from processors.ads.generator import GeneratedCopy
 from processors.ads.jobs import AdJob
+from processors.claims import Claim, Claims
 from processors.errors import TransientError
-from processors.store import guard_store
-
-Document = dict[str, Any]
+from processors.store import Document, guard_store
 
 
 class Status(enum.StrEnum):
     PROCESSING = "processing"
-    RETRYING = "retrying"
-    FAILED = "failed"
+    RETRYING = claims.RETRYING
+    FAILED = claims.FAILED
     SUCCEEDED = "succeeded"
-
-
-class ClaimOutcome(enum.Enum):
-    CLAIMED = "claimed"
-    ALREADY_SUCCEEDED = "already_succeeded"
-
-
-@dataclass(frozen=True)
-class Claim:
-    outcome: ClaimOutcome
-    attempt: int
-    document: Document
 
 
 class AdStore:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self._collection = collection
+        self._claims = Claims(collection, working=Status.PROCESSING.value, done=Status.SUCCEEDED.value)
 
     async def ensure_indexes(self) -> None:
         await guard_store(
@@ -65,67 +51,23 @@ class AdStore:
         return await guard_store(lambda: self._collection.find_one({"_id": job_id}))
 
     async def claim(self, job: AdJob, now: datetime, lease_s: float) -> Claim:
-        """Take the right to generate `job` until `now + lease_s`, or say it is already done.
+        """Take the right to generate `job` until `now + lease_s`, or say it succeeded already
+        (`ClaimOutcome.ALREADY_DONE`, with the stored copy in `document`).
 
         Raises `TransientError` (ClaimHeld) while another worker's lease is live: the
         message must come back later, not be dropped, in case that worker dies.
         """
-        lease_until = now + timedelta(seconds=lease_s)
-        request = job.model_dump(mode="json")
-        document: Document = {
-            "_id": job.job_id,
-            "job_id": job.job_id,
-            "user_id": job.user_id,
-            "platform": job.platform.value,
-            "request": request,
-            "status": Status.PROCESSING.value,
-            "attempts": 1,
-            "lease_until": lease_until,
-            "created_at": now,
-            "claimed_at": now,
-            "updated_at": now,
-        }
-        try:
-            await guard_store(lambda: self._collection.insert_one(document))
-            return Claim(ClaimOutcome.CLAIMED, attempt=1, document=document)
-        except DuplicateKeyError:
-            pass
-        claimed = await guard_store(
-            lambda: self._collection.find_one_and_update(
-                {
-                    "_id": job.job_id,
-                    "$or": [
-                        {"status": {"$in": [Status.RETRYING.value, Status.FAILED.value]}},
-                        {"status": Status.PROCESSING.value, "lease_until": {"$lt": now}},
-                    ],
-                },
-                {
-                    # The latest request wins: a redelivered job may have been corrected.
-                    "$set": {
-                        "status": Status.PROCESSING.value,
-                        "request": request,
-                        "platform": job.platform.value,
-                        "lease_until": lease_until,
-                        "claimed_at": now,
-                        "updated_at": now,
-                    },
-                    "$inc": {"attempts": 1},
-                },
-                return_document=ReturnDocument.AFTER,
-            )
-        )
-        if claimed is not None:
-            return Claim(ClaimOutcome.CLAIMED, attempt=int(claimed["attempts"]), document=claimed)
-        current = await self.get(job.job_id)
-        if current is None:  # deleted between the two calls
-            raise TransientError(
-                "ad document vanished during claim", error_class="ClaimRace", retry_after_ms=100
-            )
-        if current["status"] == Status.SUCCEEDED.value:
-            return Claim(ClaimOutcome.ALREADY_SUCCEEDED, attempt=int(current["attempts"]), document=current)
-        remaining_ms = max(1, int((aware(current["lease_until"]) - now).total_seconds() * 1000))
-        raise TransientError(
-            "another worker is generating this job", error_class="ClaimHeld", retry_after_ms=remaining_ms
+        return await self._claims.claim(
+            job.job_id,
+            now=now,
+            lease_s=lease_s,
+            # The latest request wins: a redelivered job may have been corrected.
+            fields={
+                "request": job.model_dump(mode="json"),
+                "platform": job.platform.value,
+                "claimed_at": now,
+            },
+            on_insert={"user_id": job.user_id},
         )
 
     async def mark_succeeded(
@@ -189,8 +131,3 @@ class AdStore:
                 },
             )
         )
-
-
-def aware(value: datetime) -> datetime:
-    """A stored datetime as UTC-aware: PyMongo returns naive UTC unless the client is tz_aware."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

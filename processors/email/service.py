@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from processors.claims import ClaimOutcome
 from processors.email.jobs import EmailJobModel
-from processors.email.ledger import ClaimOutcome, DeliveryLedger
+from processors.email.ledger import DeliveryLedger
 from processors.email.render import EmailRenderer
 from processors.email.senders import EmailSender, OutgoingEmail
 from processors.errors import JobError, PermanentError
@@ -51,10 +52,13 @@ class EmailService:
         claim = await self._ledger.claim(
             job_id=job.job_id, email_type=job.type, recipient=str(job.to), now=self._clock()
         )
-        if claim.outcome is ClaimOutcome.ALREADY_SENT:
+        if claim.outcome is ClaimOutcome.ALREADY_DONE:
             log.info("email %s already sent, not sending again", job.job_id)
             return EmailOutcome(
-                job.job_id, claim.provider_message_id, already_sent=True, attempt=claim.attempt
+                job.job_id,
+                claim.document.get("provider_message_id"),
+                already_sent=True,
+                attempt=claim.attempt,
             )
         try:
             content = self._renderer.render(job)

@@ -18,8 +18,10 @@ from pymongo.errors import (
 
 from processors.ads.generator import GeneratedCopy, TokenUsage
 from processors.ads.jobs import AdVariant
-from processors.ads.store import AdStore, ClaimOutcome, Status, aware
+from processors.ads.store import AdStore, Status
+from processors.claims import ClaimOutcome
 from processors.errors import TransientError
+from processors.store import aware
 from tests.processors.ads.conftest import make_job
 
 pytestmark = pytest.mark.integration
@@ -100,7 +102,7 @@ async def test_succeeded_is_stored_and_never_claimed_again(store: AdStore) -> No
     # Even long after, and after a late failure report, it stays succeeded.
     await store.mark_failed(job.job_id, "late", "Late")
     claim = await store.claim(job, now=NOW + timedelta(days=1), lease_s=LEASE_S)
-    assert claim.outcome is ClaimOutcome.ALREADY_SUCCEEDED
+    assert claim.outcome is ClaimOutcome.ALREADY_DONE
     assert claim.document["variants"] == document["variants"]
 
 

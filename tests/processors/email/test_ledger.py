@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from pymongo import AsyncMongoClient
 
+from processors.claims import ClaimOutcome
 from processors.email.jobs import SendOtpJob
-from processors.email.ledger import ClaimOutcome, DeliveryLedger
+from processors.email.ledger import DeliveryLedger
 from processors.email.render import EmailRenderer
 from processors.email.senders import OutboxSender, ResendSender
 from processors.email.service import EmailService
@@ -24,27 +21,11 @@ from processors.errors import TransientError
 from streams.settings import REPO_ROOT
 from tests.documents import texts
 from tests.fakes.resend_server import FakeResend
+from tests.processors.email.conftest import LEASE_S
 
 pytestmark = pytest.mark.integration
 
-MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017")
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def collection() -> AsyncIterator[Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
-    db = client[f"test_ledger_{uuid.uuid4().hex[:8]}"]
-    yield db["email_deliveries"]
-    await client.drop_database(db.name)
-    await client.close()
-
-
-@pytest.fixture
-async def ledger(collection: Any) -> DeliveryLedger:
-    built = DeliveryLedger(collection, lease_s=30)
-    await built.ensure_indexes()
-    return built
 
 
 async def claim(ledger: DeliveryLedger, job_id: str, now: datetime = NOW) -> Any:
@@ -68,8 +49,8 @@ async def test_a_sent_job_is_never_claimed_again(ledger: DeliveryLedger, collect
         job_id="job-2", attempt=first.attempt, provider="resend", provider_message_id="m-1", now=NOW
     )
     again = await claim(ledger, "job-2", NOW + timedelta(days=1))
-    assert again.outcome is ClaimOutcome.ALREADY_SENT
-    assert again.provider_message_id == "m-1"
+    assert again.outcome is ClaimOutcome.ALREADY_DONE
+    assert again.document["provider_message_id"] == "m-1"
     document = await collection.find_one({"_id": "job-2"})
     assert document["status"] == "sent"
     assert [h["outcome"] for h in document["history"]] == ["sent"]
@@ -134,3 +115,20 @@ async def test_processing_never_logs_the_code(
     assert caplog.records, "processing logs what it does"
     assert all("918273" not in record.getMessage() for record in caplog.records)
     assert not any("918273" in text for text in texts(await collection.find_one({"_id": "job-6"})))
+
+
+async def test_a_first_claim_stores_the_whole_entry(ledger: DeliveryLedger, collection: Any) -> None:
+    claimed = await claim(ledger, "job-7")
+    assert (claimed.outcome, claimed.attempt) == (ClaimOutcome.CLAIMED, 1)
+    assert await collection.find_one({"_id": "job-7"}) == {
+        "_id": "job-7",
+        "job_id": "job-7",
+        "type": "SEND_OTP",
+        "recipient": "ada@example.com",
+        "status": "sending",
+        "attempts": 1,
+        "lease_until": NOW + timedelta(seconds=LEASE_S),
+        "created_at": NOW,
+        "updated_at": NOW,
+        "history": [],
+    }
