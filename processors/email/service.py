@@ -66,13 +66,14 @@ class EmailService:
                 OutgoingEmail(idempotency_key=job.job_id, sender=self._from, to=str(job.to), content=content)
             )
         except JobError as error:
-            await self._ledger.mark_failed(
-                job_id=job.job_id,
-                attempt=claim.attempt,
-                error_class=error.error_class,
-                permanent=isinstance(error, PermanentError),
-                now=self._clock(),
+            await self._release(
+                job, claim.attempt, error.error_class, permanent=isinstance(error, PermanentError)
             )
+            raise
+        except Exception:
+            # A bug, not a verdict on the job: release the claim so the retry can take it
+            # at once instead of waiting out the lease.
+            await self._release(job, claim.attempt, "UnexpectedError", permanent=False)
             raise
         await self._ledger.mark_sent(
             job_id=job.job_id,
@@ -89,3 +90,12 @@ class EmailService:
             self._sender.name,
         )
         return EmailOutcome(job.job_id, provider_id, already_sent=False, attempt=claim.attempt)
+
+    async def _release(self, job: EmailJobModel, attempt: int, error_class: str, *, permanent: bool) -> None:
+        await self._ledger.mark_failed(
+            job_id=job.job_id,
+            attempt=attempt,
+            error_class=error_class,
+            permanent=permanent,
+            now=self._clock(),
+        )
