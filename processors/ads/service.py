@@ -62,10 +62,6 @@ class AdService:
             raise
         return result_from_document(await self._store.mark_succeeded(job.job_id, generated))
 
-    def failed_result(self, job: AdJob, error: JobError) -> AdResult:
-        """The `ad-results` message for a job that failed for good (same as the module function)."""
-        return failed_result(job, error)
-
 
 def failed_result(job: AdJob, error: JobError) -> AdResult:
     """The `ad-results` message for a job that failed for good."""

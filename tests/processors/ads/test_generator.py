@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 from pydantic import SecretStr
@@ -14,6 +15,8 @@ from processors.ads.platforms import Platform, limits_for
 from processors.errors import JobError, PermanentError, TransientError
 from tests.fakes.openai_server import Behaviour, FakeOpenAI
 from tests.processors.ads.conftest import API_KEY, make_job
+
+MODEL_DELAY_S = 0.05
 
 
 def assert_secret_free(error: JobError) -> None:
@@ -26,7 +29,10 @@ async def test_good_answer_gives_copy_within_limits_in_one_call(
     generator: AdCopyGenerator, fake_openai: FakeOpenAI, platform: Platform
 ) -> None:
     job = make_job(platform=platform, variants=2)
+    fake_openai.script(Behaviour("good", delay_s=MODEL_DELAY_S))
+    started_s = time.monotonic()
     generated = await generator.generate(job)
+    wall_ms = int((time.monotonic() - started_s) * 1000)
     assert len(generated.variants) == 2
     assert copy_violations(AdCopySet(variants=generated.variants), limits_for(platform), 2) == []
     assert generated.model_calls == 1
@@ -35,7 +41,8 @@ async def test_good_answer_gives_copy_within_limits_in_one_call(
     usage = generated.token_usage
     assert usage["input_tokens"] == 120
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
-    assert generated.elapsed_ms >= 0
+    # The time spent includes the model's answer, in milliseconds.
+    assert MODEL_DELAY_S * 1000 <= generated.elapsed_ms <= wall_ms
 
 
 async def test_request_uses_structured_outputs_with_the_schema(
