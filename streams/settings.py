@@ -1,104 +1,241 @@
-"""All configuration, from the environment, validated once at start."""
+"""All configuration, from the environment, grouped by area and validated once at start.
+
+Each group reads its own variables (`KAFKA_*`, `MONGODB_*`, `RESEND_*`, ...); the names
+are the ones the README lists. Nothing here runs at import: `load_settings()` reads the
+environment, and `get_settings()` caches that for the worker's entry points.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.retry.policy import BackoffPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
+def _group(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
         env_file=None,
         extra="ignore",
         hide_input_in_errors=True,
         # `RESEND_API_KEY=` (empty, as docker compose passes an unset variable) means unset.
         env_ignore_empty=True,
         case_sensitive=False,
+        frozen=True,
     )
 
-    # Kafka
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_group_id: str = "worker"
-    kafka_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
-    kafka_create_topics: bool = True
-    kafka_topic_partitions: int = Field(default=3, ge=1, le=1000)
-    kafka_replication_factor: int = Field(default=1, ge=1, le=10)
+
+def _env(name: str) -> Any:
+    """A field read from exactly the variable `name`, whatever the group's prefix."""
+    return AliasChoices(name.lower(), name)
+
+
+class KafkaSettings(BaseSettings):
+    model_config = _group("KAFKA_")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "worker"
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    create_topics: bool = True
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+
+
+class StoreSettings(BaseSettings):
+    model_config = _group("MONGODB_")
+
+    url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    database: str = "worker"
+    timeout_ms: int = Field(default=5_000, ge=100)
+
+
+class ResendSettings(BaseSettings):
+    model_config = _group("RESEND_")
+
+    api_key: SecretStr | None = None
+    api_url: str = "https://api.resend.com"
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class EmailSettings(BaseSettings):
+    model_config = _group("EMAIL_")
+
+    sender: str = Field(default="Acme <no-reply@example.com>", validation_alias=_env("EMAIL_FROM"))
+    send_lease_s: float = Field(default=30.0, gt=0)
+    product_name: str = Field(
+        default="Acme", min_length=1, max_length=60, validation_alias=_env("PRODUCT_NAME")
+    )
+    outbox_dir: Path = Field(default=Path("outbox"), validation_alias=_env("OUTBOX_DIR"))
+
+
+class BackoffSettings(BaseSettings):
+    """`<TOPIC>_RETRY_MAX_ATTEMPTS`, `_BASE_MS`, `_MULTIPLIER`, `_CAP_MS` for one job topic."""
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    base_ms: int = Field(default=1_000, ge=1)
+    multiplier: float = Field(default=2.0, ge=1.0)
+    cap_ms: int = Field(default=10 * 60_000, ge=1)
+
+    def policy(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            max_attempts=self.max_attempts,
+            base_ms=self.base_ms,
+            multiplier=self.multiplier,
+            cap_ms=self.cap_ms,
+        )
+
+
+class EmailBackoffSettings(BackoffSettings):
+    model_config = _group("EMAIL_RETRY_")
+
+
+class AdBackoffSettings(BackoffSettings):
+    model_config = _group("AD_RETRY_")
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    base_ms: int = Field(default=2_000, ge=1)
+    multiplier: float = Field(default=3.0, ge=1.0)
+    cap_ms: int = Field(default=15 * 60_000, ge=1)
+
+
+class NotifierBackoffSettings(BackoffSettings):
+    model_config = _group("NOTIFIER_RETRY_")
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+
+
+class RetryBufferSettings(BaseSettings):
+    model_config = _group("RETRY_BUFFER_")
+
+    max_records: int = Field(default=50_000, ge=1)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
+class OpenAISettings(BaseSettings):
+    model_config = _group("OPENAI_")
+
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    model: str | None = None
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+    max_retries: int = Field(default=0, ge=0, le=3)
+
+
+class AdSettings(BaseSettings):
+    model_config = _group("AD_")
+
+    lease_s: float = Field(default=300.0, gt=0)
+
+
+class WorkerSettings(BaseSettings):
+    model_config = _group("")
+
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-
-    # Store
-    mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
-    mongodb_database: str = "worker"
-    mongodb_timeout_ms: int = Field(default=5_000, ge=100)
-
-    # Email
-    resend_api_key: SecretStr | None = None
-    resend_api_url: str = "https://api.resend.com"
-    resend_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    email_from: str = "Acme <no-reply@example.com>"
-    product_name: str = Field(default="Acme", min_length=1, max_length=60)
-    outbox_dir: Path = Path("outbox")
-    templates_dir: Path = REPO_ROOT / "templates"
-    email_send_lease_s: float = Field(default=30.0, gt=0)
     max_job_bytes: int = Field(default=64 * 1024, ge=1024)
-
-    # Retries (per job topic: EMAIL_RETRY_* and AD_RETRY_*)
-    email_retry_max_attempts: int = Field(default=8, ge=1, le=100)
-    email_retry_base_ms: int = Field(default=1_000, ge=1)
-    email_retry_multiplier: float = Field(default=2.0, ge=1.0)
-    email_retry_cap_ms: int = Field(default=10 * 60_000, ge=1)
-    ad_retry_max_attempts: int = Field(default=5, ge=1, le=100)
-    ad_retry_base_ms: int = Field(default=2_000, ge=1)
-    ad_retry_multiplier: float = Field(default=3.0, ge=1.0)
-    ad_retry_cap_ms: int = Field(default=15 * 60_000, ge=1)
-    retry_buffer_max_records: int = Field(default=50_000, ge=1)
-    retry_buffer_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-
-    # AI ad copy
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str | None = None
-    openai_model: str | None = None
-    openai_timeout_s: float = Field(default=60.0, gt=0, le=600)
-    openai_max_retries: int = Field(default=0, ge=0, le=3)
-    ad_lease_s: float = Field(default=300.0, gt=0)
-
+    templates_dir: Path = REPO_ROOT / "templates"
     # Liveness: the worker touches this file every few seconds (Docker healthcheck)
     heartbeat_file: Path | None = None
 
-    # WebSocket notifier
-    ws_token_secret: SecretStr | None = None
-    ws_token_ttl_s: int = Field(default=3_600, ge=1)
+
+class LiveSettings(BaseSettings):
+    model_config = _group("WS_")
+
+    token_secret: SecretStr | None = None
+    token_ttl_s: int = Field(default=3_600, ge=1)
+
+
+class Settings(BaseModel):
+    """The worker's whole configuration; each group reads its variables when built."""
+
+    model_config = ConfigDict(frozen=True)
+
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    resend: ResendSettings = Field(default_factory=ResendSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    email_retry: EmailBackoffSettings = Field(default_factory=EmailBackoffSettings)
+    ad_retry: AdBackoffSettings = Field(default_factory=AdBackoffSettings)
+    notifier_retry: NotifierBackoffSettings = Field(default_factory=NotifierBackoffSettings)
+    retry_buffer: RetryBufferSettings = Field(default_factory=RetryBufferSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    ads: AdSettings = Field(default_factory=AdSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
+
+    GROUPS: ClassVar[tuple[str, ...]] = (
+        "worker",
+        "kafka",
+        "store",
+        "resend",
+        "email",
+        "email_retry",
+        "ad_retry",
+        "notifier_retry",
+        "retry_buffer",
+        "openai",
+        "ads",
+        "live",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.email_send_lease_s <= self.resend_timeout_s:
+        if self.email.send_lease_s <= self.resend.timeout_s:
             raise ValueError("EMAIL_SEND_LEASE_S must be longer than RESEND_TIMEOUT_S")
         return self
 
     @property
     def uses_outbox(self) -> bool:
-        return self.resend_api_key is None
+        return self.resend.api_key is None
 
 
 class SettingsError(SystemExit):
     """Raised with a one-line message naming the offending variables."""
 
 
-def _one_line(error: ValidationError) -> str:
+def _env_name(group: type[BaseSettings], field: str) -> str:
+    info = group.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[-1]).upper()
+    return (str(group.model_config.get("env_prefix", "")) + field).upper()
+
+
+def _problems(group: type[BaseSettings], error: ValidationError) -> list[str]:
     parts = []
     for item in error.errors(include_input=False, include_url=False):
-        name = "_".join(str(p) for p in item["loc"]).upper() or "settings"
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = _env_name(group, field) if field else "settings"
         parts.append(f"{name}: {item['msg']}")
-    return "invalid configuration: " + "; ".join(parts)
+    return parts
+
+
+def load_settings() -> Settings:
+    """Read the environment; a `SettingsError` names every invalid variable on one line."""
+    groups: dict[str, BaseSettings] = {}
+    problems: list[str] = []
+    for name in Settings.GROUPS:
+        group_type: type[BaseSettings] = Settings.model_fields[name].annotation  # type: ignore[assignment]
+        try:
+            groups[name] = group_type()
+        except ValidationError as error:
+            problems.extend(_problems(group_type, error))
+    if problems:
+        raise SettingsError("invalid configuration: " + "; ".join(problems))
+    try:
+        return Settings(**groups)
+    except ValidationError as error:
+        messages = [str(item["msg"]).removeprefix("Value error, ") for item in error.errors()]
+        raise SettingsError("invalid configuration: " + "; ".join(messages)) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise SettingsError(_one_line(error)) from None
+    """The process's settings, read once (entry points only; code takes `Settings` as an argument)."""
+    return load_settings()

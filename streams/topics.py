@@ -1,36 +1,54 @@
 """Every Kafka topic name the worker uses, in one place.
 
 `KAFKA_TOPIC_PREFIX` (default empty) is put in front of every name, so several
-environments, or test runs, can share one cluster.
+environments, or test runs, can share one cluster: `TopicNames.with_prefix(prefix)`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.settings import get_settings
-
 RETRY_SUFFIX = ".retry"
 DLQ_SUFFIX = ".dlq"
+EMAIL_NOTIFIER = "email-notifier"
 
 
 @dataclass(frozen=True)
 class JobTopics:
-    """A job topic and the retry and dead-letter topics that serve it."""
+    """A consumed topic and the topics that serve its failures.
+
+    `redeliver` is where a due retry goes back to. For a job topic it is the topic
+    itself. A topic that others read too (`ad-results`) gets a topic private to its
+    consumer group instead, so a retry reaches only the consumer that failed.
+    """
 
     main: str
+    stem: str = ""
+
+    @property
+    def _stem(self) -> str:
+        return self.stem or self.main
+
+    @property
+    def redeliver(self) -> str:
+        return self._stem
 
     @property
     def retry(self) -> str:
-        return self.main + RETRY_SUFFIX
+        return self._stem + RETRY_SUFFIX
 
     @property
     def dlq(self) -> str:
-        return self.main + DLQ_SUFFIX
+        return self._stem + DLQ_SUFFIX
 
     @property
-    def all(self) -> tuple[str, str, str]:
-        return (self.main, self.retry, self.dlq)
+    def consumed(self) -> tuple[str, ...]:
+        """The topics the consumer reads: the main one, and its private redelivery topic."""
+        return (self.main,) if self.redeliver == self.main else (self.main, self.redeliver)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (*self.consumed, self.retry, self.dlq)
 
 
 @dataclass(frozen=True)
@@ -38,27 +56,28 @@ class TopicNames:
     email_jobs: JobTopics
     ad_jobs: JobTopics
     ad_results: str
+    email_notifier: JobTopics
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
+        ad_results = f"{prefix}ad-results"
         return cls(
             email_jobs=JobTopics(f"{prefix}email-jobs"),
             ad_jobs=JobTopics(f"{prefix}ad-jobs"),
-            ad_results=f"{prefix}ad-results",
+            ad_results=ad_results,
+            email_notifier=JobTopics(ad_results, stem=f"{ad_results}.{EMAIL_NOTIFIER}"),
         )
 
     @property
     def job_topics(self) -> tuple[JobTopics, ...]:
-        return (self.email_jobs, self.ad_jobs)
+        """Every consumed topic with retries and dead letters."""
+        return (self.email_jobs, self.ad_jobs, self.email_notifier)
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (*self.email_jobs.all, *self.ad_jobs.all, self.ad_results)
+        names = (*self.email_jobs.all, *self.ad_jobs.all, *self.email_notifier.all)
+        return tuple(dict.fromkeys(names))
 
-
-TOPICS = TopicNames.with_prefix(get_settings().kafka_topic_prefix)
-EMAIL_JOBS = TOPICS.email_jobs
-AD_JOBS = TOPICS.ad_jobs
-AD_RESULTS = TOPICS.ad_results
-JOB_TOPICS = TOPICS.job_topics
-ALL_TOPICS = TOPICS.all
+    @property
+    def dead_letter_topics(self) -> tuple[str, ...]:
+        return tuple(t.dlq for t in self.job_topics)
