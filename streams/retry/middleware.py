@@ -1,10 +1,10 @@
 """A FastStream middleware that turns a job's failure into a retry or a dead letter.
 
-It sits on a job topic's router (never on the whole broker, so the retry machinery
+It sits on a consumed topic's router (never on the whole broker, so the retry machinery
 never reprocesses its own output). Parsing and handler errors both reach it. Once the
 retry or dead-letter record is acknowledged by the broker, the failure is suppressed,
-so FastStream commits the origin offset. If that publish fails, the error propagates
-and the subscriber's `NACK_ON_ERROR` policy seeks back: the job is read again, not lost.
+so the origin offset is committed. If that publish fails, the error propagates and the
+record is read again, not lost.
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ log = logging.getLogger(__name__)
 ROUTING_FAILURE_PAUSE_S = 1.0
 
 
-class FailureRouting:
-    """Middleware factory: `KafkaRouter(middlewares=[FailureRouting(router, route)])`."""
+class FailureMiddleware:
+    """Middleware factory: `KafkaRouter(middlewares=[FailureMiddleware(router, route)])`."""
 
     def __init__(self, router: FailureRouter, route: JobRoute) -> None:
         self.router = router
         self.route = route
 
-    def __call__(self, msg: Any, /, *, context: ContextRepo) -> _FailureRoutingMiddleware:
-        return _FailureRoutingMiddleware(msg, context=context, factory=self)
+    def __call__(self, msg: Any, /, *, context: ContextRepo) -> _RouteFailures:
+        return _RouteFailures(msg, context=context, factory=self)
 
 
-class _FailureRoutingMiddleware(BaseMiddleware):
-    def __init__(self, msg: Any, /, *, context: ContextRepo, factory: FailureRouting) -> None:
+class _RouteFailures(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: ContextRepo, factory: FailureMiddleware) -> None:
         super().__init__(msg, context=context)
         self._factory = factory
 

@@ -16,16 +16,22 @@ from streams.topics import JobTopics
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes, bytes | None, dict[str, str]], Awaitable[None]]
-"""`publish(topic, value, key, headers)`: returns once the broker has acknowledged."""
+Publish = Callable[[bytes, bytes | None, dict[str, str]], Awaitable[None]]
+"""`publish(value, key, headers)` to one topic: returns once the broker has acknowledged."""
 
 OnDeadLetter = Callable[[RawRecord, JobError, str], Awaitable[None]]
+"""Runs before the dead-letter record is written, so it must be idempotent: a failure of
+either step reads the record again, and the hook runs again."""
 
 
 @dataclass(frozen=True)
 class JobRoute:
+    """One consumed topic's failure handling: its policy and the publishers of its topics."""
+
     topics: JobTopics
     policy: BackoffPolicy
+    retry: Publish
+    dead_letter: Publish
     on_dead_letter: OnDeadLetter | None = None
 
 
@@ -34,12 +40,10 @@ class FailureRouter:
 
     def __init__(
         self,
-        publish: Publish,
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._publish = publish
         self._clock_ms = clock_ms
         self._jitter = jitter
 
@@ -64,7 +68,7 @@ class FailureRouter:
         }
         if isinstance(plan, RetryIn):
             headers[h.DUE_AT_MS] = str(now_ms + plan.delay_ms)
-            await self._publish(route.topics.retry, record.value, record.key, headers)
+            await route.retry(record.value, record.key, headers)
             log.warning(
                 "job %s failed (%s, attempt %d); retry in %d ms",
                 record,
@@ -74,7 +78,11 @@ class FailureRouter:
             )
             return plan
         headers[h.DLQ_REASON] = plan.reason
-        await self._publish(route.topics.dlq, record.value, record.key, headers)
+        if route.on_dead_letter is not None:
+            # Before the dead letter: if the hook fails, the record is read again and
+            # dead-lettered once, instead of twice.
+            await route.on_dead_letter(record, error, plan.reason)
+        await route.dead_letter(record.value, record.key, headers)
         log.error(
             "job %s dead-lettered: %s (%s, attempt %d): %s",
             record,
@@ -83,6 +91,4 @@ class FailureRouter:
             attempt,
             h.short_message(error.message),
         )
-        if route.on_dead_letter is not None:
-            await route.on_dead_letter(record, error, plan.reason)
         return plan
