@@ -1,23 +1,32 @@
-"""The one Kafka broker object of the worker, and raw publishing for the retry machinery."""
+"""The Kafka broker of one app, built from settings, and raw publishing through publishers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from faststream.kafka import KafkaBroker
 
-from streams.settings import get_settings
+from streams.retry.routing import Publish
+from streams.settings import KafkaSettings
 
-_settings = get_settings()
-
-broker = KafkaBroker(
-    _settings.kafka_bootstrap_servers,
-    # A retry or dead-letter record must be durable before the origin offset is committed.
-    acks="all",
-    enable_idempotence=True,
-    client_id="worker",
-    specification_url=["kafka://127.0.0.1:9092", "kafka://kafka:9092"],
-)
+SPECIFICATION_URLS = ["kafka://127.0.0.1:9092", "kafka://kafka:9092"]
 
 
-async def publish_raw(topic: str, value: bytes, key: bytes | None, headers: dict[str, str]) -> None:
-    """Publish bytes unchanged and wait for the broker's acknowledgement."""
-    await broker.publish(value, topic=topic, key=key, headers=headers)
+def build_broker(kafka: KafkaSettings) -> KafkaBroker:
+    return KafkaBroker(
+        kafka.bootstrap_servers,
+        # A retry or dead-letter record must be durable before the origin offset is committed.
+        acks="all",
+        enable_idempotence=True,
+        client_id="worker",
+        specification_url=SPECIFICATION_URLS,
+    )
+
+
+def raw(publisher: Any) -> Publish:
+    """`Publish` through a declared publisher: the bytes unchanged, acknowledged by the broker."""
+
+    async def publish(value: bytes, key: bytes | None, headers: dict[str, str]) -> None:
+        await publisher.publish(value, key=key, headers=headers)
+
+    return publish

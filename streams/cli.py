@@ -25,14 +25,14 @@ from processors.decoding import describe_validation_error
 from processors.email.jobs import SendOtpJob, VerificationLinkJob, WelcomeEmailJob
 from streams.dlq import DeadLetterRecord, Filter, read_dead_letters, replay, summarize
 from streams.producer import new_job_id, publish_ad_job, publish_email_job
-from streams.settings import get_settings
-from streams.topics import EMAIL_JOBS, JOB_TOPICS
+from streams.settings import Settings, get_settings
+from streams.topics import TopicNames
 from streams.ws.links import token_url
 
 REDACTED_FIELDS = ("code", "verification_url")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(topics: TopicNames) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m streams.cli", description="Publish jobs; manage dead letters."
     )
@@ -76,14 +76,14 @@ def _parser() -> argparse.ArgumentParser:
 
     dlq = commands.add_parser("dlq", help="list, show or replay dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
-    topics = [t.dlq for t in JOB_TOPICS]
+    dead_letter_topics = list(topics.dead_letter_topics)
     for name, help_text in (
         ("list", "counts by reason and type, and one line per dead letter"),
         ("show", "one dead letter with its headers"),
         ("replay", "publish dead letters to their origin topic again, attempts reset"),
     ):
         sub = dlq_commands.add_parser(name, help=help_text)
-        sub.add_argument("--topic", default=EMAIL_JOBS.dlq, choices=topics)
+        sub.add_argument("--topic", default=topics.email_jobs.dlq, choices=dead_letter_topics)
         if name == "show":
             sub.add_argument("ref", help="PARTITION:OFFSET, as `dlq list` prints it")
             sub.add_argument("--raw", action="store_true", help="print OTP codes and link tokens too")
@@ -125,7 +125,8 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-async def _dlq(args: argparse.Namespace, bootstrap: str) -> int:
+async def _dlq(args: argparse.Namespace, bootstrap: str, topics: TopicNames) -> int:
+    target = next(t.redeliver for t in topics.job_topics if t.dlq == args.topic)
     letters = await read_dead_letters(bootstrap, args.topic)
     if args.dlq_command == "show":
         found = [letter for letter in letters if letter.ref == args.ref]
@@ -145,10 +146,10 @@ async def _dlq(args: argparse.Namespace, bootstrap: str) -> int:
         return 0
     if args.dry_run:
         for letter in selected:
-            print(f"would replay {letter.ref} ({letter.reason}, {letter.job_type}) to {letter.origin_topic}")
+            print(f"would replay {letter.ref} ({letter.reason}, {letter.job_type}) to {target}")
         print(f"{len(selected)} dead letters would be replayed (dry run)")
         return 0
-    count = await replay(bootstrap, selected, progress=_progress)
+    count = await replay(bootstrap, selected, target=target, progress=_progress)
     print(f"replayed {count} dead letters; the ledger keeps already-sent jobs from being sent twice")
     return 0
 
@@ -160,11 +161,13 @@ def _print_one(letter: DeadLetterRecord, *, raw: bool) -> None:
     print(_redacted(letter.record.value, raw))
 
 
-async def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
-    bootstrap = get_settings().kafka_bootstrap_servers
+async def _main(argv: Sequence[str] | None, settings: Settings) -> int:
+    topics = TopicNames.with_prefix(settings.kafka.topic_prefix)
+    args = _parser(topics).parse_args(argv)
+    bootstrap = settings.kafka.bootstrap_servers
+    prefix = settings.kafka.topic_prefix
     if args.command == "dlq":
-        return await _dlq(args, bootstrap)
+        return await _dlq(args, bootstrap, topics)
     if args.command == "ws-token":
         print(token_url(args.user, args.base_url))
         return 0
@@ -184,7 +187,7 @@ async def _main(argv: Sequence[str] | None) -> int:
         except ValidationError as error:
             print(f"invalid job: {describe_validation_error(error)}", file=sys.stderr)
             return 2
-        print(await publish_ad_job(ad_job, bootstrap_servers=bootstrap))
+        print(await publish_ad_job(ad_job, bootstrap_servers=bootstrap, topic_prefix=prefix))
         return 0
     try:
         if args.command == "send-otp":
@@ -211,12 +214,12 @@ async def _main(argv: Sequence[str] | None) -> int:
     except ValidationError as error:
         print(f"invalid job: {describe_validation_error(error)}", file=sys.stderr)
         return 2
-    print(await publish_email_job(job, bootstrap_servers=bootstrap))
+    print(await publish_email_job(job, bootstrap_servers=bootstrap, topic_prefix=prefix))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(_main(argv))
+    return asyncio.run(_main(argv, get_settings()))
 
 
 if __name__ == "__main__":

@@ -109,12 +109,14 @@ async def replay(
     bootstrap_servers: str,
     letters: list[DeadLetterRecord],
     *,
+    target: str,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> int:
+    """Publish `letters` to `target` (where their topic is consumed), failure history reset."""
     async with JobPublisher(bootstrap_servers) as publisher:
         for done, letter in enumerate(letters, 1):
             await publisher.send_raw(
-                letter.origin_topic,
+                target,
                 letter.record.value,
                 key=letter.record.key,
                 headers=replay_headers(letter),

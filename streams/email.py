@@ -9,12 +9,15 @@ from faststream.kafka import KafkaRouter
 from faststream.message import StreamMessage
 
 from processors.email.jobs import EmailJob, EmailJobModel, decode_email_job
+from streams.broker import raw
+from streams.consumed import Consumed
 from streams.prose import prose
-from streams.retry import FailureRouter, FailureRouting, JobRoute
 from streams.retry.headers import DLQ_HEADERS_DOC, RETRY_HEADERS_DOC
-from streams.runtime import runtime
+from streams.retry.middleware import FailureMiddleware
+from streams.retry.routing import FailureRouter, JobRoute
+from streams.services import EmailProcessor
 from streams.settings import Settings
-from streams.topics import EMAIL_JOBS
+from streams.topics import JobTopics
 
 EMAIL_JOBS_DESCRIPTION = prose("""Transactional email jobs. Publish one JSON object per
 message; `type` selects the email: `SEND_OTP`, `WELCOME_EMAIL`, `VERIFICATION_LINK` or
@@ -23,28 +26,13 @@ is delivered. Key the message by recipient address to keep one user's emails in 
 `email-jobs.dlq` with a reason; transient failures are retried with backoff.""")
 
 
-def build_email_router(settings: Settings, failure_router: FailureRouter, route: JobRoute) -> KafkaRouter:
-    router = KafkaRouter(middlewares=[FailureRouting(failure_router, route)])
-    max_bytes = settings.max_job_bytes
-
-    async def decode(msg: StreamMessage[Any]) -> EmailJobModel:
-        return decode_email_job(msg.body, max_bytes=max_bytes)
-
-    @router.subscriber(
-        EMAIL_JOBS.main,
-        group_id=settings.kafka_group_id,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=decode,
-        title=f"{EMAIL_JOBS.main}:consume",
-        description=EMAIL_JOBS_DESCRIPTION,
-    )
-    async def handle_email_job(job: EmailJob) -> None:
-        await runtime.email_processor().process(job)
-
-    router.publisher(
-        EMAIL_JOBS.retry,
-        title=f"{EMAIL_JOBS.retry}:publish",
+def build_email_router(
+    settings: Settings, topics: JobTopics, processor: EmailProcessor, failures: FailureRouter
+) -> Consumed:
+    router = KafkaRouter()
+    retry = router.publisher(
+        topics.retry,
+        title=f"{topics.retry}:publish",
         description=(
             "Email jobs waiting for another attempt after a transient failure; the worker "
             "redelivers each to `email-jobs` at its due time. The value is the original job, "
@@ -52,13 +40,44 @@ def build_email_router(settings: Settings, failure_router: FailureRouter, route:
         ),
         schema=EmailJob,
     )
-    router.publisher(
-        EMAIL_JOBS.dlq,
-        title=f"{EMAIL_JOBS.dlq}:publish",
-        description=(
-            "Email jobs that failed permanently, ran out of attempts, or could not be decoded. "
-            f"Headers: {DLQ_HEADERS_DOC} Replay with `python -m streams.cli dlq replay`."
+    route = JobRoute(
+        topics,
+        settings.email_retry.policy(),
+        retry=raw(retry),
+        dead_letter=raw(
+            router.publisher(
+                topics.dlq,
+                title=f"{topics.dlq}:publish",
+                description=(
+                    "Email jobs that failed permanently, ran out of attempts, or could not be decoded. "
+                    f"Headers: {DLQ_HEADERS_DOC} Replay with `python -m streams.cli dlq replay`."
+                ),
+                schema=EmailJob,
+            )
         ),
+    )
+    router.add_middleware(FailureMiddleware(failures, route))
+    max_bytes = settings.worker.max_job_bytes
+
+    async def decode(msg: StreamMessage[Any]) -> EmailJobModel:
+        return decode_email_job(msg.body, max_bytes=max_bytes)
+
+    @router.subscriber(
+        topics.main,
+        group_id=settings.kafka.group_id,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=decode,
+        title=f"{topics.main}:consume",
+        description=EMAIL_JOBS_DESCRIPTION,
+    )
+    async def handle_email_job(job: EmailJob) -> None:
+        await processor.process(job)
+
+    redeliver = router.publisher(
+        topics.redeliver,
+        title=f"{topics.redeliver}:redeliver",
+        description="Email jobs whose retry is due, back on the topic they are consumed from.",
         schema=EmailJob,
     )
-    return router
+    return Consumed(router, route, raw(redeliver))

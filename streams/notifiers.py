@@ -3,17 +3,20 @@
 It never sends email itself: it publishes an `AD_READY` job on `email-jobs`, so the email
 path's retries, dead letters and ledger apply. The email job's id derives from the ad
 job's id, so a result delivered twice still makes one email.
+
+Results it can't handle get the same failure policy as the job topics, with topics of
+its own consumer group: `ad-results.email-notifier.retry` and `.dlq`. A due retry comes
+back on `ad-results.email-notifier`, which only this notifier reads, so the other
+consumers of `ad-results` never see it twice.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from types import TracebackType
 from typing import Any
 
-from faststream import AckPolicy, BaseMiddleware
+from faststream import AckPolicy
 from faststream.kafka import KafkaRouter
 from faststream.message import StreamMessage
 from pydantic import TypeAdapter
@@ -21,16 +24,18 @@ from pydantic import TypeAdapter
 from processors.ads.jobs import AdResult
 from processors.decoding import decode_job
 from processors.email.jobs import AdReadyJob
-from processors.errors import PoisonMessage
-from streams.broker import broker
+from streams.broker import raw
+from streams.consumed import Consumed
 from streams.prose import prose
+from streams.retry.headers import DLQ_HEADERS_DOC, RETRY_HEADERS_DOC
+from streams.retry.middleware import FailureMiddleware
+from streams.retry.routing import FailureRouter, JobRoute
 from streams.settings import Settings
-from streams.topics import AD_RESULTS, EMAIL_JOBS
+from streams.topics import EMAIL_NOTIFIER, JobTopics
 
 log = logging.getLogger(__name__)
 
 _AD_RESULT: TypeAdapter[AdResult] = TypeAdapter(AdResult)
-PUBLISH_FAILURE_PAUSE_S = 1.0
 
 
 def ad_ready_email(result: AdResult) -> AdReadyJob | None:
@@ -53,51 +58,60 @@ def ad_ready_email(result: AdResult) -> AdReadyJob | None:
     )
 
 
-class _SkipUndecodable(BaseMiddleware):
-    """A result we cannot read is logged and skipped: it must not block the partition."""
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: TracebackType | None = None,
-    ) -> bool | None:
-        if isinstance(exc_val, PoisonMessage):
-            log.warning("skipping an undecodable ad result: %s (%s)", exc_val.reason, exc_val.message)
-            return True
-        if isinstance(exc_val, Exception):
-            log.exception("email notifier failed; the result will be read again", exc_info=exc_val)
-            await asyncio.sleep(PUBLISH_FAILURE_PAUSE_S)
-        return False
-
-
-def build_notifier_router(settings: Settings) -> KafkaRouter:
-    router = KafkaRouter(middlewares=[_SkipUndecodable])
-    max_bytes = settings.max_job_bytes
+def build_email_notifier_router(
+    settings: Settings, topics: JobTopics, email_jobs: str, failures: FailureRouter
+) -> Consumed:
+    router = KafkaRouter()
+    emails = router.publisher(
+        email_jobs,
+        title=f"{email_jobs}:ad-ready",
+        description="AD_READY email jobs published by the email notifier.",
+        schema=AdReadyJob,
+    )
+    retry = router.publisher(
+        topics.retry,
+        title=f"{topics.retry}:publish",
+        description=prose(f"""Ad results the email notifier could not handle yet; it reads
+        each again from `{topics.redeliver}` at its due time. The value is the original result,
+        unchanged. Headers: {RETRY_HEADERS_DOC}."""),
+        schema=AdResult,
+    )
+    dead_letter = router.publisher(
+        topics.dlq,
+        title=f"{topics.dlq}:publish",
+        description=prose(f"""Ad results the email notifier could not decode or handle.
+        Headers: {DLQ_HEADERS_DOC} Replay with `python -m streams.cli dlq replay --topic
+        {topics.dlq}`: they go to `{topics.redeliver}`, not to `{topics.main}`."""),
+        schema=AdResult,
+    )
+    route = JobRoute(topics, settings.notifier_retry.policy(), retry=raw(retry), dead_letter=raw(dead_letter))
+    router.add_middleware(FailureMiddleware(failures, route))
+    max_bytes = settings.worker.max_job_bytes
 
     async def decode(msg: StreamMessage[Any]) -> AdResult:
         return decode_job(msg.body, _AD_RESULT, max_bytes=max_bytes)
 
     @router.subscriber(
-        AD_RESULTS,
-        group_id=f"{settings.kafka_group_id}.ad-email-notifier",
+        *topics.consumed,
+        group_id=f"{settings.kafka.group_id}.{EMAIL_NOTIFIER}",
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=decode,
-        title=f"{AD_RESULTS}:email-notifier",
-        description=prose("""The email notifier: for each succeeded result whose job asked
-        for email, it publishes an `AD_READY` job on `email-jobs`."""),
+        title=f"{topics.main}:{EMAIL_NOTIFIER}",
+        description=prose(f"""The email notifier: for each succeeded result whose job asked
+        for email, it publishes an `AD_READY` job on `email-jobs`. It also reads
+        `{topics.redeliver}`, where its own retries come back."""),
     )
     async def notify_by_email(result: AdResult) -> None:
         job = ad_ready_email(result)
         if job is not None:
-            await broker.publish(job, topic=EMAIL_JOBS.main, key=str(job.to).lower().encode())
+            await emails.publish(job, key=str(job.to).lower().encode())
             log.info("asked for an AD_READY email for ad job %s", result.job_id)
 
-    router.publisher(
-        EMAIL_JOBS.main,
-        title=f"{EMAIL_JOBS.main}:ad-ready",
-        description="AD_READY email jobs published by the email notifier.",
-        schema=AdReadyJob,
+    redeliver = router.publisher(
+        topics.redeliver,
+        title=f"{topics.redeliver}:redeliver",
+        description="Ad results whose retry in the email notifier is due; only that notifier reads them.",
+        schema=AdResult,
     )
-    return router
+    return Consumed(router, route, raw(redeliver))

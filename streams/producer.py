@@ -4,7 +4,7 @@ from processors.email import SendOtpJob
 from streams.producer import publish_email_job
 
 job = SendOtpJob(type="SEND_OTP", job_id="otp-1", to="ada@example.com", code="123456")
-job_id = await publish_email_job(job)
+job_id = await publish_email_job(job, bootstrap_servers="127.0.0.1:9092")
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pydantic import BaseModel
 
 from processors.ads.jobs import AdJob
 from processors.email.jobs import EmailJobModel
-from streams.settings import get_settings
-from streams.topics import AD_JOBS, EMAIL_JOBS
+from streams.topics import TopicNames
 
 
 def new_job_id(prefix: str) -> str:
@@ -28,7 +27,8 @@ def new_job_id(prefix: str) -> str:
 class JobPublisher:
     """An idempotent producer with `acks=all`: a returned call means the job is durable."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, topics: TopicNames | None = None) -> None:
+        self._topics = topics or TopicNames.with_prefix("")
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
         )
@@ -53,28 +53,24 @@ class JobPublisher:
             topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
         )
 
-    async def email(self, job: EmailJobModel, *, topic: str = EMAIL_JOBS.main) -> str:
+    async def email(self, job: EmailJobModel, *, topic: str | None = None) -> str:
         # Keyed by recipient: one user's emails stay in order on one partition.
-        await self.publish(topic, job, key=str(job.to).lower())
+        await self.publish(topic or self._topics.email_jobs.main, job, key=str(job.to).lower())
         return job.job_id
 
-    async def ad(self, job: AdJob, *, topic: str = AD_JOBS.main) -> str:
+    async def ad(self, job: AdJob, *, topic: str | None = None) -> str:
         # Keyed by user: one user's ad jobs, and so their results, stay in order.
-        await self.publish(topic, job, key=job.user_id)
+        await self.publish(topic or self._topics.ad_jobs.main, job, key=job.user_id)
         return job.job_id
 
 
-def _bootstrap(bootstrap_servers: str | None) -> str:
-    return bootstrap_servers or get_settings().kafka_bootstrap_servers
-
-
-async def publish_email_job(job: EmailJobModel, *, bootstrap_servers: str | None = None) -> str:
+async def publish_email_job(job: EmailJobModel, *, bootstrap_servers: str, topic_prefix: str = "") -> str:
     """Publish one email job and return its `job_id` once the broker has it."""
-    async with JobPublisher(_bootstrap(bootstrap_servers)) as publisher:
+    async with JobPublisher(bootstrap_servers, TopicNames.with_prefix(topic_prefix)) as publisher:
         return await publisher.email(job)
 
 
-async def publish_ad_job(job: AdJob, *, bootstrap_servers: str | None = None) -> str:
+async def publish_ad_job(job: AdJob, *, bootstrap_servers: str, topic_prefix: str = "") -> str:
     """Publish one ad job and return its `job_id` once the broker has it."""
-    async with JobPublisher(_bootstrap(bootstrap_servers)) as publisher:
+    async with JobPublisher(bootstrap_servers, TopicNames.with_prefix(topic_prefix)) as publisher:
         return await publisher.ad(job)

@@ -1,0 +1,120 @@
+"""The processors the handlers call, and the clients behind them, built from settings.
+
+`build_services(settings)` does no I/O: the store client connects on first use. The
+app's lifecycle hooks call `start()` (check the store, create indexes) and `close()`.
+Tests pass their own `Services` to `create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from processors.ads import AdCopyGenerator, AdService, AdStore
+from processors.ads.jobs import AdJob, AdResult
+from processors.ads.prompt import AdPrompt
+from processors.email import DeliveryLedger, EmailRenderer, EmailService, OutboxSender, ResendSender
+from processors.email.jobs import EmailJobModel
+from processors.email.senders import EmailSender
+from processors.errors import JobError
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EmailProcessor(Protocol):
+    async def process(self, job: EmailJobModel) -> Any: ...
+
+
+class AdProcessor(Protocol):
+    async def process(self, job: AdJob) -> AdResult: ...
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Services:
+    email: EmailProcessor
+    ads: AdProcessor
+    start: Callable[[], Awaitable[None]] = _nothing
+    close: Callable[[], Awaitable[None]] = _nothing
+
+
+def build_sender(settings: Settings) -> EmailSender:
+    if settings.resend.api_key is None:
+        log.warning(
+            "RESEND_API_KEY is not set: emails go to the local outbox %s, not to real inboxes",
+            settings.email.outbox_dir.resolve(),
+        )
+        return OutboxSender(settings.email.outbox_dir)
+    log.info("sending email through Resend at %s", settings.resend.api_url)
+    return ResendSender(settings.resend.api_key, settings.resend.api_url, settings.resend.timeout_s)
+
+
+def build_generator(settings: Settings, ad_dlq: str) -> AdCopyGenerator | None:
+    openai = settings.openai
+    if not openai.model:
+        log.warning(
+            "OPENAI_MODEL is not set: no model configured, so ad jobs go to %s with reason "
+            "'no model configured'; replay them once a model is configured",
+            ad_dlq,
+        )
+        return None
+    log.info("writing ad copy with model %s at %s", openai.model, openai.base_url or "OpenAI")
+    return AdCopyGenerator(
+        model=openai.model,
+        api_key=openai.api_key,
+        base_url=openai.base_url,
+        timeout_s=openai.timeout_s,
+        max_retries=openai.max_retries,
+        prompt=AdPrompt(settings.worker.templates_dir),
+    )
+
+
+def build_services(settings: Settings, *, ad_dlq: str) -> Services:
+    """The real processors: MongoDB-wire store, Resend (or the outbox), the model (if configured)."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.store.url.get_secret_value(),
+        serverSelectionTimeoutMS=settings.store.timeout_ms,
+        tz_aware=True,
+    )
+    database = mongo[settings.store.database]
+    ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email.send_lease_s)
+    store = AdStore(database["ads"])
+    generator = build_generator(settings, ad_dlq)
+    try:
+        ads = AdService(store, generator, lease_s=settings.ads.lease_s)
+    except ValueError as error:
+        raise SystemExit(f"invalid configuration: AD_LEASE_S: {error}") from None
+    sender = build_sender(settings)
+    email = EmailService(
+        renderer=EmailRenderer(settings.worker.templates_dir, product_name=settings.email.product_name),
+        sender=sender,
+        ledger=ledger,
+        email_from=settings.email.sender,
+    )
+
+    async def start() -> None:
+        try:
+            await mongo.admin.command("ping")
+            await ledger.ensure_indexes()
+            await store.ensure_indexes()
+        except (PyMongoError, JobError) as error:
+            # The type only: a driver message may quote the URL, credentials included.
+            reason = error.message if isinstance(error, JobError) else type(error).__name__
+            raise SystemExit(f"cannot reach the store at MONGODB_URL: {reason}") from None
+
+    async def close() -> None:
+        await sender.close()
+        if generator is not None:
+            await generator.aclose()
+        await mongo.close()
+
+    return Services(email=email, ads=ads, start=start, close=close)
