@@ -42,7 +42,6 @@ async def test_200_mixed_jobs_are_each_sent_once_and_recorded(
     print(f"\n{JOB_COUNT} jobs delivered in {elapsed_s:.2f}s: {JOB_COUNT / elapsed_s:.1f} jobs/s")
 
     ledger = database["email_deliveries"]
-    await eventually(lambda: ledger.count_documents({"status": "sent"}), timeout_s=30, what="the ledger")
     by_key = fake_resend.deliveries_by_key()
     assert len(by_key) == JOB_COUNT
     for job in jobs:
