@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -12,11 +13,17 @@ log = logging.getLogger(__name__)
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], *, partitions: int, replication_factor: int
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    *,
+    partitions: int,
+    replication_factor: int,
+    client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing topics; return the names created. Never fails the start-up:
     a broker that forbids creation (ACLs, managed Kafka) may already have them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    options = {**(client_options or {}), "bootstrap_servers": bootstrap_servers}
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -21,6 +21,7 @@ from streams.notifiers import build_email_notifier_router
 from streams.prose import prose
 from streams.retry.routing import FailureRouter
 from streams.retry.scheduler import MAX_POLL_RECORDS, RetryScheduler
+from streams.security import client_kwargs
 from streams.services import Services, build_services
 from streams.settings import Settings, get_settings
 from streams.topics import TopicNames
@@ -74,6 +75,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
                     topics.all,
                     partitions=settings.kafka.topic_partitions,
                     replication_factor=settings.kafka.replication_factor,
+                    client_options=client_kwargs(settings.kafka),
                 )
             except KafkaError as error:
                 raise SystemExit(
@@ -87,7 +89,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
         # Built here: an aiokafka client must be created inside the running event loop.
         scheduler = RetryScheduler(
             AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka.bootstrap_servers,
+                **client_kwargs(settings.kafka),
                 group_id=f"{settings.kafka.group_id}.retry",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

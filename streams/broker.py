@@ -7,6 +7,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 
 from streams.retry.routing import Publish
+from streams.security import kafka_security
 from streams.settings import KafkaSettings
 
 SPECIFICATION_URLS = ["kafka://127.0.0.1:9092", "kafka://kafka:9092"]
@@ -19,6 +20,7 @@ def build_broker(kafka: KafkaSettings) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         client_id="worker",
+        security=kafka_security(kafka),
         specification_url=SPECIFICATION_URLS,
     )
 

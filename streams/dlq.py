@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -51,9 +52,12 @@ class DeadLetterRecord:
         return datetime.fromtimestamp(at_ms / 1000, tz=UTC)
 
 
-async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[DeadLetterRecord]:
+async def read_dead_letters(
+    bootstrap_servers: str, topic: str, *, client_options: Mapping[str, Any] | None = None
+) -> list[DeadLetterRecord]:
     """Every record now in `topic`, read without a consumer group (commits nothing)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    options = {**(client_options or {}), "bootstrap_servers": bootstrap_servers}
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -111,9 +115,10 @@ async def replay(
     *,
     target: str,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Publish `letters` to `target` (where their topic is consumed), failure history reset."""
-    async with JobPublisher(bootstrap_servers) as publisher:
+    async with JobPublisher(bootstrap_servers, client_options=client_options) as publisher:
         for done, letter in enumerate(letters, 1):
             await publisher.send_raw(
                 target,

@@ -10,7 +10,9 @@ job_id = await publish_email_job(job, bootstrap_servers="127.0.0.1:9092")
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
@@ -27,29 +29,50 @@ def new_job_id(prefix: str) -> str:
 class JobPublisher:
     """An idempotent producer with `acks=all`: a returned call means the job is durable."""
 
-    def __init__(self, bootstrap_servers: str, topics: TopicNames | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: TopicNames | None = None,
+        *,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`client_options`: security keywords for aiokafka (`streams.security.client_kwargs`)."""
         self._topics = topics or TopicNames.with_prefix("")
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
-        )
+        self._options = {
+            **(client_options or {}),
+            "bootstrap_servers": bootstrap_servers,
+            "acks": "all",
+            "enable_idempotence": True,
+        }
+        self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> JobPublisher:
+        # Created here: an aiokafka client must be created inside the running event loop.
+        self._producer = AIOKafkaProducer(**self._options)
         await self._producer.start()
         return self
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("use `async with JobPublisher(...)` first")
+        return self._producer
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def publish(self, topic: str, job: BaseModel, *, key: str | None) -> None:
         value = job.model_dump_json().encode()
-        await self._producer.send_and_wait(
+        await self.producer.send_and_wait(
             topic, value, key=key.encode() if key else None, headers=[("content-type", b"application/json")]
         )
 
     async def send_raw(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
-        await self._producer.send_and_wait(
+        await self.producer.send_and_wait(
             topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
         )
 
@@ -64,13 +87,27 @@ class JobPublisher:
         return job.job_id
 
 
-async def publish_email_job(job: EmailJobModel, *, bootstrap_servers: str, topic_prefix: str = "") -> str:
+async def publish_email_job(
+    job: EmailJobModel,
+    *,
+    bootstrap_servers: str,
+    topic_prefix: str = "",
+    client_options: Mapping[str, Any] | None = None,
+) -> str:
     """Publish one email job and return its `job_id` once the broker has it."""
-    async with JobPublisher(bootstrap_servers, TopicNames.with_prefix(topic_prefix)) as publisher:
+    topics = TopicNames.with_prefix(topic_prefix)
+    async with JobPublisher(bootstrap_servers, topics, client_options=client_options) as publisher:
         return await publisher.email(job)
 
 
-async def publish_ad_job(job: AdJob, *, bootstrap_servers: str, topic_prefix: str = "") -> str:
+async def publish_ad_job(
+    job: AdJob,
+    *,
+    bootstrap_servers: str,
+    topic_prefix: str = "",
+    client_options: Mapping[str, Any] | None = None,
+) -> str:
     """Publish one ad job and return its `job_id` once the broker has it."""
-    async with JobPublisher(bootstrap_servers, TopicNames.with_prefix(topic_prefix)) as publisher:
+    topics = TopicNames.with_prefix(topic_prefix)
+    async with JobPublisher(bootstrap_servers, topics, client_options=client_options) as publisher:
         return await publisher.ad(job)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,30 @@ class KafkaSettings(BaseSettings):
     create_topics: bool = True
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=10)
+    # Managed clusters (Confluent Cloud, MSK, Aiven, Redpanda Cloud) need TLS and SASL.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        sasl_incomplete = self.sasl_mechanism is None or not self.sasl_username or self.sasl_password is None
+        if self.security_protocol.startswith("SASL_") and sasl_incomplete:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_MECHANISM, "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together")
+        for path in (self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"no such file: {path}")
+        return self
 
 
 class StoreSettings(BaseSettings):
@@ -211,8 +235,8 @@ def _problems(group: type[BaseSettings], error: ValidationError) -> list[str]:
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         field = str(item["loc"][0]) if item["loc"] else ""
-        name = _env_name(group, field) if field else "settings"
-        parts.append(f"{name}: {item['msg']}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{_env_name(group, field)}: {message}" if field else message)
     return parts
 
 
