@@ -14,7 +14,7 @@ help:
 	@echo "make test            install, start the servers, run the whole test suite"
 	@echo "make services        start the local Kafka broker and FerretDB store"
 	@echo "make services-down   stop them"
-	@echo "make ws              run the WebSocket notifier (needs WS_TOKEN_SECRET)"
+	@echo "make ws              run the live (WebSocket) notifier (needs WS_TOKEN_SECRET)"
 	@echo "make lint            ruff + mypy"
 	@echo "make asyncapi        regenerate asyncapi.yaml from the code"
 
@@ -27,13 +27,13 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
-services:
+services: venv
 	@bash scripts/services.sh up
 
 services-down:
 	@bash scripts/services.sh down
 
-services-status:
+services-status: venv
 	@bash scripts/services.sh status
 
 run: venv services
@@ -41,7 +41,7 @@ run: venv services
 	$(BIN)/faststream run streams.app:app
 
 ws: venv
-	$(BIN)/python -m streams.ws
+	$(BIN)/python -m live
 
 test: venv services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

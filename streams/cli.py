@@ -19,15 +19,16 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from live.links import token_url
 from processors.ads.jobs import AdJob, Notify, Product
 from processors.ads.platforms import Platform
 from processors.decoding import describe_validation_error
 from processors.email.jobs import SendOtpJob, VerificationLinkJob, WelcomeEmailJob
 from streams.dlq import DeadLetterRecord, Filter, read_dead_letters, replay, summarize
 from streams.producer import new_job_id, publish_ad_job, publish_email_job
-from streams.settings import Settings, get_settings
+from streams.security import client_kwargs
+from streams.settings import Settings, SettingsError, get_settings
 from streams.topics import TopicNames
-from streams.ws.links import token_url
 
 REDACTED_FIELDS = ("code", "verification_url")
 
@@ -125,9 +126,10 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-async def _dlq(args: argparse.Namespace, bootstrap: str, topics: TopicNames) -> int:
+async def _dlq(args: argparse.Namespace, settings: Settings, topics: TopicNames) -> int:
+    bootstrap, options = settings.kafka.bootstrap_servers, client_kwargs(settings.kafka)
     target = next(t.redeliver for t in topics.job_topics if t.dlq == args.topic)
-    letters = await read_dead_letters(bootstrap, args.topic)
+    letters = await read_dead_letters(bootstrap, args.topic, client_options=options)
     if args.dlq_command == "show":
         found = [letter for letter in letters if letter.ref == args.ref]
         if not found:
@@ -149,7 +151,7 @@ async def _dlq(args: argparse.Namespace, bootstrap: str, topics: TopicNames) -> 
             print(f"would replay {letter.ref} ({letter.reason}, {letter.job_type}) to {target}")
         print(f"{len(selected)} dead letters would be replayed (dry run)")
         return 0
-    count = await replay(bootstrap, selected, target=target, progress=_progress)
+    count = await replay(bootstrap, selected, target=target, progress=_progress, client_options=options)
     print(f"replayed {count} dead letters; the ledger keeps already-sent jobs from being sent twice")
     return 0
 
@@ -166,10 +168,14 @@ async def _main(argv: Sequence[str] | None, settings: Settings) -> int:
     args = _parser(topics).parse_args(argv)
     bootstrap = settings.kafka.bootstrap_servers
     prefix = settings.kafka.topic_prefix
+    options = client_kwargs(settings.kafka)
     if args.command == "dlq":
-        return await _dlq(args, bootstrap, topics)
+        return await _dlq(args, settings, topics)
     if args.command == "ws-token":
-        print(token_url(args.user, args.base_url))
+        secret = settings.live.token_secret
+        if secret is None:
+            raise SettingsError("invalid configuration: WS_TOKEN_SECRET is not set")
+        print(token_url(args.user, args.base_url, secret=secret, ttl_s=settings.live.token_ttl_s))
         return 0
     if args.command == "ad":
         try:
@@ -187,7 +193,11 @@ async def _main(argv: Sequence[str] | None, settings: Settings) -> int:
         except ValidationError as error:
             print(f"invalid job: {describe_validation_error(error)}", file=sys.stderr)
             return 2
-        print(await publish_ad_job(ad_job, bootstrap_servers=bootstrap, topic_prefix=prefix))
+        print(
+            await publish_ad_job(
+                ad_job, bootstrap_servers=bootstrap, topic_prefix=prefix, client_options=options
+            )
+        )
         return 0
     try:
         if args.command == "send-otp":
@@ -214,7 +224,9 @@ async def _main(argv: Sequence[str] | None, settings: Settings) -> int:
     except ValidationError as error:
         print(f"invalid job: {describe_validation_error(error)}", file=sys.stderr)
         return 2
-    print(await publish_email_job(job, bootstrap_servers=bootstrap, topic_prefix=prefix))
+    print(
+        await publish_email_job(job, bootstrap_servers=bootstrap, topic_prefix=prefix, client_options=options)
+    )
     return 0
 
 

@@ -12,10 +12,10 @@ import httpx
 from pydantic import SecretStr
 from selenium.webdriver.common.by import By
 
+from live.links import token_url
 from streams.producer import JobPublisher
 from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
-from streams.ws.links import token_url
 from tests.browser import chromium, require_browser
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.resend_server import FakeResend
@@ -49,7 +49,7 @@ async def test_an_ad_job_shows_on_the_users_page_and_arrives_by_email(
     env = {**os.environ, **worker_env, "WS_TOKEN_SECRET": SECRET}
     log = (tmp_path / "ws.log").open("wb")
     notifier = subprocess.Popen(
-        [sys.executable, "-m", "streams.ws", "--port", str(port)],
+        [sys.executable, "-m", "live", "--port", str(port)],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,

@@ -7,15 +7,7 @@ import json
 
 import pytest
 
-from streams.ws.hub import Hub, Subscription
-
-
-def pending(subscription: Subscription) -> list[str]:
-    """What is queued on a subscription, without waiting."""
-    items = []
-    while not subscription._queue.empty():
-        items.append(subscription._queue.get_nowait())
-    return items
+from live.hub import Hub, Subscription
 
 
 async def test_a_user_receives_only_their_own_results() -> None:
@@ -26,9 +18,9 @@ async def test_a_user_receives_only_their_own_results() -> None:
     assert hub.publish("bob", {"user_id": "bob", "job_id": "b-1"}) == 1
     assert hub.publish("carol", {"user_id": "carol", "job_id": "c-1"}) == 0
 
-    assert [json.loads(m)["job_id"] for m in pending(alice)] == ["a-1"]
-    assert [json.loads(m)["job_id"] for m in pending(alice_tab)] == ["a-1"]
-    assert [json.loads(m)["job_id"] for m in pending(bob)] == ["b-1"]
+    assert [json.loads(m)["job_id"] for m in alice.drain()] == ["a-1"]
+    assert [json.loads(m)["job_id"] for m in alice_tab.drain()] == ["a-1"]
+    assert [json.loads(m)["job_id"] for m in bob.drain()] == ["b-1"]
 
 
 async def test_user_ids_match_exactly() -> None:
@@ -38,7 +30,7 @@ async def test_user_ids_match_exactly() -> None:
     for near_miss in ("u-10", "U-1", "u-1 ", "u"):
         assert hub.publish(near_miss, {"user_id": near_miss}) == 0
 
-    assert pending(subscription) == []
+    assert subscription.drain() == []
 
 
 async def test_the_payload_is_forwarded_as_json_unchanged() -> None:
@@ -59,8 +51,8 @@ async def test_unsubscribed_connection_gets_nothing() -> None:
     hub.unsubscribe(first)  # twice is harmless
 
     assert hub.publish("u-1", {"user_id": "u-1"}) == 1
-    assert pending(first) == []
-    assert len(pending(second)) == 1
+    assert first.drain() == []
+    assert len(second.drain()) == 1
     hub.unsubscribe(second)
     assert hub.connection_count == 0
 
@@ -83,11 +75,34 @@ async def test_a_slow_connection_is_dropped_without_delaying_the_others() -> Non
     assert hub.connection_count == 2  # fast and other_user
     # The slow one keeps what fit, and gets nothing more.
     assert hub.publish("u-1", {"user_id": "u-1", "n": 3}) == 1
-    assert pending(slow) == ['{"user_id":"u-1","n":0}', '{"user_id":"u-1","n":1}']
-    assert [json.loads(m)["n"] for m in pending(fast)] == [2, 3]
-    assert pending(other_user) == []
+    assert slow.drain() == ['{"user_id":"u-1","n":0}', '{"user_id":"u-1","n":1}']
+    assert [json.loads(m)["n"] for m in fast.drain()] == [2, 3]
+    assert other_user.drain() == []
 
 
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Hub(queue_size=0)
+
+
+async def test_a_dropped_subscription_takes_nothing_more_but_keeps_what_it_holds() -> None:
+    subscription = Subscription("u-1", queue_size=2)
+
+    assert subscription.offer("one")
+    subscription.drop()
+
+    assert subscription.dropped
+    assert not subscription.offer("two")
+    async with asyncio.timeout(1):
+        await subscription.until_dropped()
+    assert subscription.drain() == ["one"]
+    assert subscription.drain() == []
+
+
+def test_a_full_subscription_refuses_without_waiting() -> None:
+    subscription = Subscription("u-1", queue_size=1)
+
+    assert subscription.offer("one")
+    assert not subscription.offer("two")
+    assert not subscription.dropped  # dropping is the hub's decision
+    assert subscription.drain() == ["one"]

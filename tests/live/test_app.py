@@ -15,10 +15,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from streams.ws.app import create_app
-from streams.ws.tokens import issue_token
+from live.app import create_app
+from live.tokens import issue_token
+from tests.live.conftest import PARTITIONS, SECRET, Notifier, Results, ad_result, token_for
 from tests.polling import eventually
-from tests.ws.conftest import PARTITIONS, SECRET, Notifier, Results, ad_result, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ async def test_a_connection_is_closed_when_its_token_expires(notifier: Notifier)
 async def test_undecodable_values_are_skipped_with_a_warning(
     notifier: Notifier, results: Results, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="streams.ws.feed")
+    caplog.set_level(logging.WARNING, logger="live.feed")
     async with connect(notifier.ws_url(token_for("user-a"))) as alice:
         for value in (b"{not json", b"[1, 2]", b'{"user_id": 42}', b'{"job_id": "j"}', None):
             await results.publish_raw(value)
@@ -157,7 +157,7 @@ async def test_undecodable_values_are_skipped_with_a_warning(
 
     status = await health_when(notifier, records_received=6, records_skipped=5)
     assert status["status"] == "ok"
-    skipped = [r.getMessage() for r in caplog.records if r.name == "streams.ws.feed"]
+    skipped = [r.getMessage() for r in caplog.records if r.name == "live.feed"]
     assert len(skipped) == 5, skipped
     assert all(m.startswith(f"skipping {results.topic}[0]@") for m in skipped)
 

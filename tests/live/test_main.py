@@ -1,4 +1,4 @@
-"""`python -m streams.ws` as users run it: configuration errors, serving, clean logs."""
+"""`python -m live` as users run it: configuration errors, serving, clean logs."""
 
 from __future__ import annotations
 
@@ -20,34 +20,73 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from websockets.asyncio.client import connect
 
-from streams.settings import REPO_ROOT
-from streams.ws.tokens import issue_token
+from live.tokens import issue_token
+from tests.live.conftest import ad_result
 from tests.polling import eventually
-from tests.ws.conftest import ad_result
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 SECRET = "main-test-secret-" + uuid.uuid4().hex
 
 
 def base_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WS_TOKEN_", "KAFKA_TOPIC_PREFIX"))}
+    # Only the broker's address is taken from the environment the tests run in.
+    ours = ("WS_TOKEN_", "KAFKA_TOPIC_", "KAFKA_CREATE_TOPICS", "KAFKA_REPLICATION_FACTOR", "LOG_LEVEL")
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ours)}
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def test_a_missing_secret_stops_start_up_with_one_clear_line() -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "streams.ws", "--port", "0"],
+def run_python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=REPO_ROOT,
-        env=base_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=START_TIMEOUT_S,
         check=False,
     )
 
+
+def test_a_missing_secret_stops_start_up_with_one_clear_line() -> None:
+    completed = run_python("-m", "live", "--port", "0", env=base_env())
+
     assert completed.returncode == 1
-    assert completed.stderr.strip() == "WS_TOKEN_SECRET is not set"
+    assert completed.stderr.strip() == "invalid configuration: WS_TOKEN_SECRET is not set"
+
+
+def test_invalid_values_are_named_on_one_line_without_the_values() -> None:
+    env = {
+        **base_env(),
+        "WS_TOKEN_SECRET": SECRET,
+        "WS_TOKEN_TTL_S": "forever",
+        "KAFKA_TOPIC_PARTITIONS": "0",
+    }
+
+    completed = run_python("-m", "live", "--port", "0", env=env)
+
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        "invalid configuration: KAFKA_TOPIC_PARTITIONS: Input should be greater than or equal to 1; "
+        "WS_TOKEN_TTL_S: Input should be a valid integer, unable to parse string as an integer"
+    )
+
+
+def test_importing_the_notifier_reads_no_settings_and_needs_none_of_the_workers() -> None:
+    # Invalid and missing configuration: only building the app may read it.
+    env = {**base_env(), "KAFKA_TOPIC_PARTITIONS": "0", "LOG_LEVEL": "LOUD"}
+    script = (
+        "import sys, live, live.app, live.__main__, live.settings\n"
+        "worker = sorted(m for m in sys.modules if m.startswith('streams.')"
+        " and m not in ('streams.admin', 'streams.topics'))\n"
+        "print(worker)"
+    )
+
+    completed = run_python("-c", script, env=env)
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
 
 
 def free_port() -> int:
@@ -77,7 +116,7 @@ async def drop_topics(kafka: str, prefix: str) -> AsyncIterator[None]:
 
 @pytest.fixture
 def served(kafka: str, prefix: str, drop_topics: None, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`python -m streams.ws` on a free port; yields its URL and its log file."""
+    """`python -m live` on a free port; yields its URL and its log file."""
     port = free_port()
     log_path = tmp_path / "notifier.log"
     env = {
@@ -88,7 +127,7 @@ def served(kafka: str, prefix: str, drop_topics: None, tmp_path: Path) -> Iterat
     }
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streams.ws", "--port", str(port)],
+            [sys.executable, "-m", "live", "--port", str(port)],
             cwd=REPO_ROOT,
             env=env,
             stdout=log_file,
@@ -110,7 +149,7 @@ def served(kafka: str, prefix: str, drop_topics: None, tmp_path: Path) -> Iterat
 
 
 @pytest.mark.integration
-async def test_python_m_streams_ws_serves_results_and_logs_no_token(
+async def test_python_m_live_serves_results_and_logs_no_token(
     kafka: str, prefix: str, served: tuple[str, Path]
 ) -> None:
     base_url, log_path = served

@@ -1,36 +1,41 @@
-"""Run the notifier: `python -m streams.ws [--host 127.0.0.1] [--port 8001]`.
+"""Run the live notifier: `python -m live [--host 127.0.0.1] [--port 8001]`.
 
-Needs `WS_TOKEN_SECRET`; reads `KAFKA_BOOTSTRAP_SERVERS` and the other settings too.
+Needs `WS_TOKEN_SECRET`; reads `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC_PREFIX` and the
+other variables of `live.settings.LiveSettings`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from collections.abc import Sequence
 
 import uvicorn
 
-from streams.settings import get_settings
-from streams.ws.app import app_from_settings
+from live.app import app_from_settings
+from live.settings import load_settings
 
 # Browsers send nothing but control frames; a large message is not a client of ours.
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The entry point of `python -m live` and of a console script."""
+    program = os.path.basename(sys.argv[0])
     parser = argparse.ArgumentParser(
-        prog="python -m streams.ws", description="Push each user's ad results to their browser."
+        prog="python -m live" if program == "__main__.py" else program,
+        description="Push each user's ad results to their browser over a WebSocket.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
 
-    settings = get_settings()
+    settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = app_from_settings()
     uvicorn.run(
-        app,
+        app_from_settings(settings),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),

@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import SecretStr
 
 # Separates these signatures from any other HMAC a shared secret might be used for.
+# Tokens issued before the notifier moved to `live/` carry it too: keep it as it is.
 _PURPOSE = b"ws-token.v1."
 MAX_TOKEN_CHARS = 2_048
 MAX_USER_ID_CHARS = 256

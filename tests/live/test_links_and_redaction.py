@@ -8,10 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from streams.settings import SettingsError
-from streams.ws.links import require_secret, token_url
-from streams.ws.redact import RedactTokens, install_log_redaction, redact
-from streams.ws.tokens import verify_token
+from live.links import token_url
+from live.redact import RedactTokens, install_log_redaction, redact
+from live.tokens import InvalidToken, verify_token
 
 SECRET = SecretStr("links-secret")
 NOW_S = 1_700_000_000.0
@@ -43,26 +42,18 @@ def test_token_url_needs_an_http_base_url() -> None:
         token_url("u-1", "127.0.0.1:8001", secret=SECRET, ttl_s=60)
 
 
-def test_token_url_reads_the_secret_and_ttl_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.settings import Settings
-
-    settings = Settings(ws_token_secret=SecretStr("from-env"), ws_token_ttl_s=120)
-    monkeypatch.setattr("streams.ws.links.get_settings", lambda: settings)
-
-    url = token_url("u-1", "http://localhost:8001", now_s=NOW_S)
+def test_token_url_signs_with_the_given_secret_for_the_given_ttl() -> None:
+    url = token_url("u-1", "http://localhost:8001", secret="plain-secret", ttl_s=120, now_s=NOW_S)
 
     token = parse_qs(urlsplit(url).query)["token"][0]
-    assert verify_token(token, SecretStr("from-env"), now_s=NOW_S + 119) == "u-1"
+    assert verify_token(token, SecretStr("plain-secret"), now_s=NOW_S + 119) == "u-1"
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_token(token, SecretStr("plain-secret"), now_s=NOW_S + 120)
 
 
-@pytest.mark.parametrize("secret", [None, SecretStr("")])
-def test_a_missing_secret_is_a_one_line_settings_error(secret: SecretStr | None) -> None:
-    from streams.settings import Settings
-
-    with pytest.raises(SettingsError) as caught:
-        require_secret(Settings(ws_token_secret=secret))
-
-    assert str(caught.value) == "WS_TOKEN_SECRET is not set"
+def test_token_url_refuses_an_empty_secret() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        token_url("u-1", "http://localhost:8001", secret=SecretStr(""), ttl_s=60)
 
 
 @pytest.mark.parametrize(
@@ -93,8 +84,8 @@ def test_the_filter_keeps_uvicorn_access_arguments_in_shape() -> None:
 
 
 def test_install_is_idempotent() -> None:
-    install_log_redaction(["tests.ws.redaction"])
-    install_log_redaction(["tests.ws.redaction"])
+    install_log_redaction(["tests.live.redaction"])
+    install_log_redaction(["tests.live.redaction"])
 
-    filters = logging.getLogger("tests.ws.redaction").filters
+    filters = logging.getLogger("tests.live.redaction").filters
     assert sum(isinstance(f, RedactTokens) for f in filters) == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from streams.ws.feed import NotAResult, decode_result, wants_live
+from live.feed import NotAResult, decode_result, wants_live
 
 
 def test_a_result_is_routed_by_its_user_id_and_kept_whole() -> None:

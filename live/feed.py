@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from streams.ws.hub import Hub
+from live.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ResultFeed:
         consumer = AIOKafkaConsumer(
             self._topic,
             bootstrap_servers=self._bootstrap_servers,
-            client_id="ws-notifier",
+            client_id="live-notifier",
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",
@@ -121,7 +121,7 @@ class ResultFeed:
             raise
         self._consumer = consumer
         self.start_offsets = dict(sorted(offsets.items()))
-        self._task = asyncio.create_task(self._run(consumer), name=f"ws-feed:{self._topic}")
+        self._task = asyncio.create_task(self._run(consumer), name=f"live-feed:{self._topic}")
         log.info("consuming %s from offsets %s", self._topic, self.start_offsets)
 
     async def stop(self) -> None:

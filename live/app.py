@@ -1,6 +1,6 @@
-"""The WebSocket notifier: pushes each user's `ad-results` to their open browser pages.
+"""The live notifier: pushes each user's `ad-results` to their open browser pages over a WebSocket.
 
-    uvicorn streams.ws.app:app          # or: python -m streams.ws
+    python -m live                                # or: uvicorn --factory live.app:app_from_env
 
 GET /?token=...    a page that shows the results as they arrive
 WS  /ws?token=...  the results of the token's user, one JSON object per text message;
@@ -18,8 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -29,18 +28,17 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
+from live.feed import DEFAULT_READY_TIMEOUT_S, FeedError, ResultFeed
+from live.hub import DEFAULT_QUEUE_SIZE, Hub, Subscription
+from live.redact import install_log_redaction
+from live.settings import LiveSettings, load_settings
+from live.tokens import InvalidToken, read_token
 from streams.admin import ensure_topics
-from streams.settings import REPO_ROOT, get_settings
-from streams.topics import AD_RESULTS
-from streams.ws.feed import DEFAULT_READY_TIMEOUT_S, FeedError, ResultFeed
-from streams.ws.hub import DEFAULT_QUEUE_SIZE, Hub, Subscription
-from streams.ws.links import require_secret
-from streams.ws.redact import install_log_redaction
-from streams.ws.tokens import InvalidToken, read_token
 
 log = logging.getLogger(__name__)
 
-PAGE_PATH = REPO_ROOT / "templates" / "ws" / "index.html"
+# Package data, so it is found in a checkout and in an installed wheel alike.
+PAGE_RESOURCE = "static/index.html"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 1013  # "try again later"
 CLOSE_TIMEOUT_S = 5.0
@@ -53,7 +51,7 @@ def create_app(
     bootstrap_servers: str,
     secret: SecretStr,
     token_ttl_s: int,
-    topic: str = AD_RESULTS,
+    topic: str,
     topic_partitions: int | None = None,
     replication_factor: int = 1,
     queue_size: int = DEFAULT_QUEUE_SIZE,
@@ -71,7 +69,7 @@ def create_app(
     install_log_redaction()
     hub = Hub(queue_size=queue_size)
     feed = ResultFeed(hub, bootstrap_servers=bootstrap_servers, topic=topic, ready_timeout_s=ready_timeout_s)
-    page, page_headers = _load_page(PAGE_PATH)
+    page, page_headers = _page_with_headers(files("live").joinpath(PAGE_RESOURCE).read_text(encoding="utf-8"))
     max_ttl_s = token_ttl_s + CLOCK_SKEW_S
 
     async def index(request: Request) -> Response:
@@ -183,10 +181,9 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 _INLINE = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
 
 
-def _load_page(path: Path) -> tuple[str, dict[str, str]]:
+def _page_with_headers(html: str) -> tuple[str, dict[str, str]]:
     """The page and its headers. The CSP allows exactly the page's own inline script and
     style (by hash), and connections to this origin only."""
-    html = path.read_text(encoding="utf-8")
     hashes: dict[str, list[str]] = {"script": [], "style": []}
     for kind, body in _INLINE.findall(html):
         digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
@@ -213,23 +210,19 @@ def _load_page(path: Path) -> tuple[str, dict[str, str]]:
     return html, headers
 
 
-@lru_cache(maxsize=1)
-def app_from_settings() -> Starlette:
-    """The notifier configured from the environment (`WS_TOKEN_SECRET` is required)."""
-    settings = get_settings()
+def app_from_settings(settings: LiveSettings) -> Starlette:
+    """The notifier as `settings` configure it: `ad-results` behind the topic prefix,
+    created first when `KAFKA_CREATE_TOPICS` allows."""
     return create_app(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        secret=require_secret(settings),
+        secret=settings.ws_token_secret,
         token_ttl_s=settings.ws_token_ttl_s,
-        topic=AD_RESULTS,
+        topic=settings.results_topic,
         topic_partitions=settings.kafka_topic_partitions if settings.kafka_create_topics else None,
         replication_factor=settings.kafka_replication_factor,
     )
 
 
-def __getattr__(name: str) -> Starlette:
-    # `app` is built on first access (`uvicorn streams.ws.app:app`), so importing
-    # `create_app` needs no secret.
-    if name == "app":
-        return app_from_settings()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def app_from_env() -> Starlette:
+    """The notifier configured from the environment, for `uvicorn --factory live.app:app_from_env`."""
+    return app_from_settings(load_settings())

@@ -33,13 +33,8 @@ class Subscription:
     def dropped(self) -> bool:
         return self._dropped.is_set()
 
-    async def next(self) -> str:
-        return await self._queue.get()
-
-    async def until_dropped(self) -> None:
-        await self._dropped.wait()
-
-    def _offer(self, text: str) -> bool:
+    def offer(self, text: str) -> bool:
+        """Queue `text` without waiting; False when the outbox is full or dropped."""
         if self.dropped:
             return False
         try:
@@ -47,6 +42,23 @@ class Subscription:
         except asyncio.QueueFull:
             return False
         return True
+
+    def drop(self) -> None:
+        """Queue nothing more, and wake `until_dropped()`. What is queued stays."""
+        self._dropped.set()
+
+    def drain(self) -> list[str]:
+        """Take everything queued now, without waiting."""
+        texts = []
+        while not self._queue.empty():
+            texts.append(self._queue.get_nowait())
+        return texts
+
+    async def next(self) -> str:
+        return await self._queue.get()
+
+    async def until_dropped(self) -> None:
+        await self._dropped.wait()
 
 
 class Hub:
@@ -84,7 +96,7 @@ class Hub:
         text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         delivered = 0
         for subscription in list(subscriptions):
-            if subscription._offer(text):
+            if subscription.offer(text):
                 delivered += 1
             else:
                 self._drop(subscription)
@@ -101,5 +113,5 @@ class Hub:
             self._queue_size,
         )
         self.dropped_connections += 1
-        subscription._dropped.set()
+        subscription.drop()
         self.unsubscribe(subscription)

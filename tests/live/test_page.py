@@ -19,7 +19,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import CHROMIUM, chromium
-from tests.ws.conftest import Notifier, Results, ad_result, token_for
+from tests.live.conftest import Notifier, Results, ad_result, token_for
 
 WAIT_S = 20.0
 POLL_S = 0.02

@@ -1,4 +1,4 @@
-"""Fixtures for the WebSocket notifier: the real Kafka broker, a fresh results topic per
+"""Fixtures for the live (WebSocket) notifier: the real Kafka broker, a fresh results topic per
 test, the notifier served by uvicorn on a free port, and a producer for results.
 
 Tests that need Kafka fail (never skip) when the broker is not there: `make services`.
@@ -23,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from streams.ws.app import create_app
-from streams.ws.tokens import issue_token
+from live.app import create_app
+from live.tokens import issue_token
 from tests.integration.kafka_tools import check_kafka
 
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
@@ -127,7 +127,7 @@ class Notifier:
         # log_config=None: leave logging to pytest, so caplog sees uvicorn's records.
         config = uvicorn.Config(app, log_config=None, lifespan="on", ws_ping_interval=None)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="ws-notifier", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="live-notifier", daemon=True)
         self.error: BaseException | None = None
 
     def ws_url(self, token: str | None) -> str:

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from streams.ws.feed import FeedError, ResultFeed
-from streams.ws.hub import Hub
+from live.feed import FeedError, ResultFeed
+from live.hub import Hub
+from tests.live.conftest import PARTITIONS, Results, ad_result
 from tests.polling import eventually
-from tests.ws.conftest import PARTITIONS, Results, ad_result
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,10 @@ async def test_start_returns_with_a_position_at_the_end_of_every_partition(
 
         async with asyncio.timeout(15):
             message = await subscription.next()
-        assert message is not None
-        assert json.loads(message)["job_id"] == "new"  # and none of the older ones
+        # The first message is the new result, whole; had the feed read from earlier
+        # positions, an older result would have come first on that partition.
+        assert json.loads(message) == ad_result("user-a", "new")
+        assert subscription.drain() == []
         assert feed.running
     finally:
         await feed.stop()

@@ -8,7 +8,7 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from streams.ws.tokens import InvalidToken, _sign, issue_token, read_token, verify_token
+from live.tokens import InvalidToken, _sign, issue_token, read_token, verify_token
 
 SECRET = SecretStr("s3cret-for-tests")
 NOW_S = 1_700_000_000.0
