@@ -6,12 +6,14 @@ model calls cost money, so a redelivered job is re-published, not regenerated.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from processors.ads.generator import AdCopyGenerator
 from processors.ads.jobs import AdJob, AdResult, AdVariant, DocumentRef
 from processors.ads.store import AdStore, Status
+from processors.cancellation import release_on_cancel
 from processors.claims import ClaimOutcome
 from processors.errors import JobError, PermanentError, TransientError
 from processors.store import aware
@@ -58,6 +60,13 @@ class AdService:
             # at once instead of waiting out the lease.
             await self._store.mark_retrying(
                 job.job_id, f"unexpected {type(error).__name__}", "UnexpectedError"
+            )
+            raise
+        except asyncio.CancelledError:
+            # Shutdown or a revoked partition: the next owner reads the job again and must
+            # be able to claim it at once, not after AD_LEASE_S.
+            await release_on_cancel(
+                self._store.mark_retrying(job.job_id, "interrupted before the model answered", "Interrupted")
             )
             raise
         return result_from_document(await self._store.mark_succeeded(job.job_id, generated))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from processors.cancellation import release_on_cancel
 from processors.claims import ClaimOutcome
 from processors.email.jobs import EmailJobModel
 from processors.email.ledger import DeliveryLedger
@@ -74,6 +76,11 @@ class EmailService:
             # A bug, not a verdict on the job: release the claim so the retry can take it
             # at once instead of waiting out the lease.
             await self._release(job, claim.attempt, "UnexpectedError", permanent=False)
+            raise
+        except asyncio.CancelledError:
+            # Cut off by shutdown: let the next owner claim it at once. If the send went
+            # through, Resend's Idempotency-Key answers the next attempt without a second email.
+            await release_on_cancel(self._release(job, claim.attempt, "Interrupted", permanent=False))
             raise
         await self._ledger.mark_sent(
             job_id=job.job_id,

@@ -94,7 +94,8 @@ def worker_env(
 
 
 @pytest.fixture
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+def start_worker(worker_env: dict[str, str], tmp_path: Path, topics: TopicNames) -> Iterator[Any]:
+    # Depends on `topics`: the workers stop before their topics are deleted.
     started: list[WorkerProcess] = []
 
     def start(**overrides: str) -> WorkerProcess:
