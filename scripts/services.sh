@@ -1,33 +1,34 @@
 #!/usr/bin/env bash
 # Local backing servers for development and tests, without Docker:
-#   - Apache Kafka 4.4.0 (single-node KRaft), jars fetched with Maven
-#     (services/kafka/pom.xml);
-#   - FerretDB v1.24.2 (MongoDB wire protocol on SQLite), built with Go
-#     (services/ferretdb/go.mod).
-# Everything generated lives in the git-ignored .services/ folder:
-#   .services/kafka/libs   Kafka jars            .services/bin/ferretdb  FerretDB binary
-#   .services/kafka/data   Kafka log dir         .services/ferretdb/data SQLite files
-#   .services/logs         server logs           .services/run           pid files
+#   - Apache Kafka 4.4.0 (single-node KRaft), jars fetched with Maven (services/kafka/pom.xml);
+#   - FerretDB v1.24.2 (MongoDB wire protocol on SQLite), built with Go (services/ferretdb/go.mod).
+# This script fetches, builds, starts and stops processes. Whether a server answers, how
+# long to wait for it and the status report are Python (scripts/devservices, run from
+# .venv, which `make services` creates first).
+#
+# Everything generated lives in the git-ignored $SERVICES_DIR (default .services/):
+#   kafka/libs  Kafka jars       bin/ferretdb   FerretDB binary   logs  server logs
+#   kafka/data  Kafka log dir    ferretdb/data  SQLite files      run   pid files
 #
 # Usage: scripts/services.sh up|down|status
-#   up      fetch/build what is missing, start what is not running, wait until
-#           both answer, then print KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL.
-#           Idempotent. If KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL are set and a
-#           server answers there, that one is used and nothing is started for it.
+#   up      fetch/build what is missing, start what is not running, wait until both
+#           answer, then print KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL. Idempotent. If
+#           KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL are set and a server answers there,
+#           that one is used and nothing is started for it.
 #   down    stop the servers this script started (TERM, then KILL after a deadline).
 #   status  say whether each server answers; exit 0 only if both do.
 #
 # Environment (all optional):
-#   KAFKA_PORT=9092  KAFKA_CONTROLLER_PORT=9093  MONGO_PORT=27017
+#   KAFKA_PORT=9092  KAFKA_CONTROLLER_PORT=9093  MONGO_PORT=27017  SERVICES_DIR=.services
 #   KAFKA_HEAP_OPTS="-Xms512m -Xmx512m"  KAFKA_JVM_PERFORMANCE_OPTS=...  KAFKA_OPTS=...
 #   KAFKA_START_TIMEOUT=180  FERRETDB_START_TIMEOUT=60  STOP_TIMEOUT=30  (seconds)
-#   JAVA_HOME (Java 17+ needed), FERRETDB_LOG_LEVEL=warn
+#   JAVA_HOME (Java 17+ needed), FERRETDB_LOG_LEVEL=warn, SERVICES_PYTHON=.venv/bin/python
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-SVC="$ROOT/.services"
+SVC="$(mkdir -p "${SERVICES_DIR:-$ROOT/.services}" && cd "${SERVICES_DIR:-$ROOT/.services}" && pwd)"
 RUN_DIR="$SVC/run"
 LOG_DIR="$SVC/logs"
 BIN_DIR="$SVC/bin"
@@ -37,7 +38,7 @@ KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_PROPS="$KAFKA_DIR/server.properties"
 FERRETDB_BIN="$BIN_DIR/ferretdb"
 FERRETDB_DATA="$SVC/ferretdb/data"
-PROBE=(python3 "$ROOT/scripts/service_probe.py")
+PYTHON="${SERVICES_PYTHON:-$ROOT/.venv/bin/python}"
 
 KAFKA_SRC="$ROOT/services/kafka"
 FERRETDB_SRC="$ROOT/services/ferretdb"
@@ -56,7 +57,7 @@ FERRETDB_LOG_LEVEL="${FERRETDB_LOG_LEVEL:-warn}"
 
 LOCAL_KAFKA="127.0.0.1:$KAFKA_PORT"
 LOCAL_MONGO="mongodb://127.0.0.1:$MONGO_PORT"
-KAFKA_PATTERN="kafka.Kafka"      # what the pid's command line must contain
+KAFKA_PATTERN="kafka.Kafka" # what the pid's command line must contain
 FERRETDB_PATTERN="$FERRETDB_BIN"
 
 # ----------------------------------------------------------------------------- helpers
@@ -71,6 +72,11 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH. $2"; }
 
 sha_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+devservices() { "$PYTHON" -m scripts.devservices "$@"; }
+
+# answers <kafka|mongo|port> <address>: one quiet readiness check (scripts/devservices).
+answers() { devservices check "$1" "$2" --quiet; }
 
 # Print the pid from $RUN_DIR/<name>.pid if that process is alive and its command
 # line contains <pattern> (guards against a recycled pid); else remove a stale
@@ -94,10 +100,6 @@ live_pid() {
   return 1
 }
 
-kafka_answers() { "${PROBE[@]}" kafka "$1" >/dev/null 2>&1; }
-mongo_answers() { "${PROBE[@]}" mongo "$1" >/dev/null 2>&1; }
-port_open() { "${PROBE[@]}" port 127.0.0.1 "$1" >/dev/null 2>&1; }
-
 # run_with_progress <label> <logfile> <command...>: run a slow step in the
 # background, print a progress line every 15 s, fail with the log's tail.
 run_with_progress() {
@@ -119,28 +121,16 @@ run_with_progress() {
   fi
 }
 
-# wait_ready <name> <pid> <deadline-seconds> <logfiles,comma-separated> <check command...>
-# Poll the check until it succeeds; fail if the process dies or the deadline passes.
+# wait_ready <name> <pid> <deadline-seconds> <kafka|mongo> <address> <logfile...>
+# Poll until the server answers; on failure scripts/devservices prints the logs' tails and why.
 wait_ready() {
-  local name=$1 pid=$2 timeout=$3 t0=$SECONDS next=10 logs
-  IFS=, read -r -a logs <<<"$4"
-  shift 4
-  until "$@"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "${logs[@]}" >&2 2>/dev/null || true
-      rm -f "$RUN_DIR/$name.pid"
-      die "$name exited during start-up; see ${logs[*]}"
-    fi
-    if ((SECONDS - t0 >= timeout)); then
-      tail -n 30 "${logs[@]}" >&2 2>/dev/null || true
-      die "$name did not answer within ${timeout}s (pid $pid still running; see ${logs[*]})"
-    fi
-    if ((SECONDS - t0 >= next)); then
-      log "  ... $name: waiting, ${next}s so far"
-      next=$((next + 10))
-    fi
-    sleep 0.3
-  done
+  local name=$1 pid=$2 timeout=$3 kind=$4 addr=$5 rc=0
+  shift 5
+  local logs=() f
+  for f in "$@"; do logs+=(--log "$f"); done
+  devservices wait "$kind" "$addr" --name "$name" --pid "$pid" --timeout-s "$timeout" "${logs[@]}" || rc=$?
+  if ((rc == 3)); then rm -f "$RUN_DIR/$name.pid" "$RUN_DIR/$name.addr"; fi
+  ((rc == 0)) || exit 1
 }
 
 # start_detached <name> <logfile> <command...>: start in a new session (so it
@@ -196,6 +186,54 @@ lock() {
   fi
 }
 
+# A server started earlier with other ports: say so instead of waiting on the wrong port.
+check_same_addr() {
+  local name=$1 want=$2 pid=$3 had
+  had=$(cat "$RUN_DIR/$name.addr" 2>/dev/null || true)
+  if [[ -n $had && $had != "$want" ]]; then
+    die "$name is already running (pid $pid) at $had, not $want; run '$0 down' first to change ports"
+  fi
+}
+
+# find_running <name> <kafka|mongo> <pid-pattern> <local-address> <local-port> <env-var> <deadline-s> <logfile...>
+# Look for a server to use instead of starting one: this script's own process (waiting
+# for it if it is still starting), then the address in <env-var>, then whatever answers
+# on the local port. Sets FOUND (what was found; empty: start one) and FOUND_AT.
+find_running() {
+  local name=$1 kind=$2 pattern=$3 local_addr=$4 port=$5 env_var=$6 timeout=$7 pid t0
+  shift 7
+  FOUND="" FOUND_AT=$local_addr
+  if pid=$(live_pid "$name" "$pattern"); then
+    check_same_addr "$name" "$local_addr" "$pid"
+    if answers "$kind" "$local_addr"; then
+      log "$name: already running (pid $pid) at $local_addr; nothing to do"
+      FOUND="already running (pid $pid)"
+      return 0
+    fi
+    log "$name: pid $pid is running but not answering yet; waiting"
+    t0=$(now)
+    wait_ready "$name" "$pid" "$timeout" "$kind" "$local_addr" "$@"
+    FOUND="ready after $(since "$t0")s more (pid $pid)"
+    return 0
+  fi
+  if [[ -n ${!env_var:-} ]]; then
+    if answers "$kind" "${!env_var}"; then
+      log "$name: $env_var answers; using it, starting nothing"
+      FOUND="external, not started here" FOUND_AT=${!env_var}
+      return 0
+    fi
+    warn "$name: $env_var does not answer; falling back to the local server at $local_addr"
+  fi
+  if answers port "127.0.0.1:$port"; then
+    if answers "$kind" "$local_addr"; then
+      log "$name: a server not started by this script answers at $local_addr; using it"
+      FOUND="external, not started here"
+      return 0
+    fi
+    die "$name: port $port is taken by something that does not answer as a $kind server (set its port variable)"
+  fi
+}
+
 # ----------------------------------------------------------------------------- Kafka
 
 java_cmd() {
@@ -223,7 +261,7 @@ fetch_kafka() {
   want=$(sha_of "$KAFKA_SRC/pom.xml")
   stamp="$KAFKA_LIBS/.fetched-from-pom"
   if [[ -f $stamp && $(<"$stamp") == "$want" ]]; then
-    log "kafka: jars cached in .services/kafka/libs ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars)"
+    log "kafka: jars cached in $KAFKA_LIBS ($(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars)"
     return 0
   fi
   need mvn "Install Maven (e.g. apt-get install maven)."
@@ -240,21 +278,11 @@ fetch_kafka() {
   log "kafka: fetched $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars in $(since "$t0")s"
 }
 
-render_kafka_config() {
-  local content
-  content=$(<"$KAFKA_SRC/server.properties.template")
-  content=${content//@KAFKA_PORT@/"$KAFKA_PORT"}
-  content=${content//@KAFKA_CONTROLLER_PORT@/"$KAFKA_CONTROLLER_PORT"}
-  content=${content//@KAFKA_DATA_DIR@/"$KAFKA_DATA"}
-  printf '%s\n' "$content" >"$KAFKA_PROPS.tmp"
-  mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
-}
-
 format_kafka() {
   local java
   java=$(java_cmd)
   if [[ -f $KAFKA_DATA/meta.properties ]]; then
-    log "kafka: log dir already formatted (.services/kafka/data)"
+    log "kafka: log dir already formatted ($KAFKA_DATA)"
     return 0
   fi
   local id_file="$KAFKA_DIR/cluster.id" id
@@ -275,56 +303,22 @@ format_kafka() {
 KAFKA_RESULT=""
 KAFKA_ADDR="$LOCAL_KAFKA"
 
-# A server started earlier with other ports: say so instead of waiting on the wrong port.
-check_same_addr() {
-  local name=$1 want=$2 pid=$3 had
-  had=$(cat "$RUN_DIR/$name.addr" 2>/dev/null || true)
-  if [[ -n $had && $had != "$want" ]]; then
-    die "$name is already running (pid $pid) at $had, not $want; run '$0 down' first to change ports"
-  fi
-}
-
 kafka_up() {
   local pid t0
-  if pid=$(live_pid kafka "$KAFKA_PATTERN"); then
-    check_same_addr kafka "$LOCAL_KAFKA" "$pid"
-    if kafka_answers "$LOCAL_KAFKA"; then
-      log "kafka: already running (pid $pid) at $LOCAL_KAFKA; nothing to do"
-      KAFKA_RESULT="already running (pid $pid)"
-      return 0
-    fi
-    log "kafka: pid $pid is running but not answering yet; waiting"
-    t0=$(now)
-    wait_ready kafka "$pid" "$KAFKA_START_TIMEOUT" "$LOG_DIR/kafka.out,$LOG_DIR/kafka.log" kafka_answers "$LOCAL_KAFKA"
-    KAFKA_RESULT="ready after $(since "$t0")s more (pid $pid)"
+  find_running kafka kafka "$KAFKA_PATTERN" "$LOCAL_KAFKA" "$KAFKA_PORT" KAFKA_BOOTSTRAP_SERVERS \
+    "$KAFKA_START_TIMEOUT" "$LOG_DIR/kafka.out" "$LOG_DIR/kafka.log"
+  if [[ -n $FOUND ]]; then
+    KAFKA_RESULT=$FOUND KAFKA_ADDR=$FOUND_AT
     return 0
   fi
-
-  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
-    if kafka_answers "$KAFKA_BOOTSTRAP_SERVERS"; then
-      log "kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS answers; using it, starting nothing"
-      KAFKA_ADDR="$KAFKA_BOOTSTRAP_SERVERS"
-      KAFKA_RESULT="external, not started here"
-      return 0
-    fi
-    warn "kafka: KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS does not answer; falling back to the local broker at $LOCAL_KAFKA"
-  fi
-
-  if port_open "$KAFKA_PORT"; then
-    if kafka_answers "$LOCAL_KAFKA"; then
-      log "kafka: a broker not started by this script answers at $LOCAL_KAFKA; using it"
-      KAFKA_RESULT="external, not started here"
-      return 0
-    fi
-    die "kafka: port $KAFKA_PORT is taken by something that is not a Kafka broker (set KAFKA_PORT)"
-  fi
-  if port_open "$KAFKA_CONTROLLER_PORT"; then
+  if answers port "127.0.0.1:$KAFKA_CONTROLLER_PORT"; then
     die "kafka: controller port $KAFKA_CONTROLLER_PORT is already in use (set KAFKA_CONTROLLER_PORT)"
   fi
 
   check_java
   fetch_kafka
-  render_kafka_config
+  devservices render-config "$KAFKA_SRC/server.properties.template" "$KAFKA_PROPS" \
+    "KAFKA_PORT=$KAFKA_PORT" "KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" "KAFKA_DATA_DIR=$KAFKA_DATA"
   format_kafka
 
   local java heap perf extra
@@ -341,9 +335,9 @@ kafka_up() {
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS")
   echo "$LOCAL_KAFKA" >"$RUN_DIR/kafka.addr"
   log "kafka: pid $pid; waiting until it lists topics (deadline ${KAFKA_START_TIMEOUT}s)"
-  wait_ready kafka "$pid" "$KAFKA_START_TIMEOUT" "$LOG_DIR/kafka.out,$LOG_DIR/kafka.log" kafka_answers "$LOCAL_KAFKA"
+  wait_ready kafka "$pid" "$KAFKA_START_TIMEOUT" kafka "$LOCAL_KAFKA" "$LOG_DIR/kafka.out" "$LOG_DIR/kafka.log"
   KAFKA_RESULT="started in $(since "$t0")s (pid $pid)"
-  log "kafka: ready, $KAFKA_RESULT; logs .services/logs/kafka.log"
+  log "kafka: ready, $KAFKA_RESULT; logs $LOG_DIR/kafka.log"
 }
 
 # ----------------------------------------------------------------------------- FerretDB
@@ -352,7 +346,7 @@ build_ferretdb() {
   local want stamp="$BIN_DIR/.ferretdb.built-from"
   want=$(sha_of "$FERRETDB_SRC/go.mod" "$FERRETDB_SRC/go.sum")
   if [[ -x $FERRETDB_BIN && -f $stamp && $(<"$stamp") == "$want" ]]; then
-    log "ferretdb: binary cached (.services/bin/ferretdb)"
+    log "ferretdb: binary cached ($FERRETDB_BIN)"
     return 0
   fi
   need go "Install Go 1.24+ (e.g. from the distribution's packages)."
@@ -388,7 +382,7 @@ build_ferretdb() {
   mv "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
   echo "$want" >"$stamp"
   rm -rf "$build"
-  log "ferretdb: built .services/bin/ferretdb in $(since "$t0")s"
+  log "ferretdb: built $FERRETDB_BIN in $(since "$t0")s"
 }
 
 MONGO_RESULT=""
@@ -396,42 +390,16 @@ MONGO_ADDR="$LOCAL_MONGO"
 
 ferretdb_up() {
   local pid t0
-  if pid=$(live_pid ferretdb "$FERRETDB_PATTERN"); then
-    check_same_addr ferretdb "$LOCAL_MONGO" "$pid"
-    if mongo_answers "$LOCAL_MONGO"; then
-      log "ferretdb: already running (pid $pid) at $LOCAL_MONGO; nothing to do"
-      MONGO_RESULT="already running (pid $pid)"
-      return 0
-    fi
-    log "ferretdb: pid $pid is running but not answering yet; waiting"
-    t0=$(now)
-    wait_ready ferretdb "$pid" "$FERRETDB_START_TIMEOUT" "$LOG_DIR/ferretdb.log" mongo_answers "$LOCAL_MONGO"
-    MONGO_RESULT="ready after $(since "$t0")s more (pid $pid)"
+  find_running ferretdb mongo "$FERRETDB_PATTERN" "$LOCAL_MONGO" "$MONGO_PORT" MONGODB_URL \
+    "$FERRETDB_START_TIMEOUT" "$LOG_DIR/ferretdb.log"
+  if [[ -n $FOUND ]]; then
+    MONGO_RESULT=$FOUND MONGO_ADDR=$FOUND_AT
     return 0
-  fi
-
-  if [[ -n ${MONGODB_URL:-} ]]; then
-    if mongo_answers "$MONGODB_URL"; then
-      log "ferretdb: MONGODB_URL answers ping; using it, starting nothing"
-      MONGO_ADDR="$MONGODB_URL"
-      MONGO_RESULT="external, not started here"
-      return 0
-    fi
-    warn "ferretdb: MONGODB_URL does not answer a ping; falling back to the local FerretDB at $LOCAL_MONGO"
-  fi
-
-  if port_open "$MONGO_PORT"; then
-    if mongo_answers "$LOCAL_MONGO"; then
-      log "ferretdb: a MongoDB-compatible server not started by this script answers at $LOCAL_MONGO; using it"
-      MONGO_RESULT="external, not started here"
-      return 0
-    fi
-    die "ferretdb: port $MONGO_PORT is taken by something that does not answer a MongoDB ping (set MONGO_PORT)"
   fi
 
   build_ferretdb
   mkdir -p "$FERRETDB_DATA"
-  log "ferretdb: starting on $LOCAL_MONGO (SQLite in .services/ferretdb/data)"
+  log "ferretdb: starting on $LOCAL_MONGO (SQLite in $FERRETDB_DATA)"
   t0=$(now)
   pid=$(start_detached ferretdb "$LOG_DIR/ferretdb.log" \
     "$FERRETDB_BIN" \
@@ -444,9 +412,9 @@ ferretdb_up() {
     "--log-level=$FERRETDB_LOG_LEVEL")
   echo "$LOCAL_MONGO" >"$RUN_DIR/ferretdb.addr"
   log "ferretdb: pid $pid; waiting for ping (deadline ${FERRETDB_START_TIMEOUT}s)"
-  wait_ready ferretdb "$pid" "$FERRETDB_START_TIMEOUT" "$LOG_DIR/ferretdb.log" mongo_answers "$LOCAL_MONGO"
+  wait_ready ferretdb "$pid" "$FERRETDB_START_TIMEOUT" mongo "$LOCAL_MONGO" "$LOG_DIR/ferretdb.log"
   MONGO_RESULT="started in $(since "$t0")s (pid $pid)"
-  log "ferretdb: ready, $MONGO_RESULT; logs .services/logs/ferretdb.log"
+  log "ferretdb: ready, $MONGO_RESULT; logs $LOG_DIR/ferretdb.log"
 }
 
 # ----------------------------------------------------------------------------- commands
@@ -459,7 +427,8 @@ cmd_up() {
   log "all up in $(since "$t0")s"
   echo
   echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_ADDR"
-  echo "MONGODB_URL=$MONGO_ADDR"
+  # An external MONGODB_URL may hold a password: show it with the password masked.
+  echo "MONGODB_URL=$(sed -E 's#(://[^:/@]*:)[^@/]*@#\1***@#' <<<"$MONGO_ADDR")"
   echo
   echo "  kafka:    $KAFKA_RESULT"
   echo "  ferretdb: $MONGO_RESULT"
@@ -471,40 +440,14 @@ cmd_down() {
 }
 
 cmd_status() {
-  local rc=0 pid addr
+  local args=(--kafka-local "$LOCAL_KAFKA" --mongo-local "$LOCAL_MONGO") pid
   if pid=$(live_pid kafka "$KAFKA_PATTERN"); then
-    addr=$(cat "$RUN_DIR/kafka.addr" 2>/dev/null || echo "$LOCAL_KAFKA")
-    if kafka_answers "$addr"; then
-      echo "kafka:    up at $addr (pid $pid)"
-    else
-      echo "kafka:    starting or unhealthy: pid $pid runs but $addr does not answer"
-      rc=1
-    fi
-  elif [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]] && kafka_answers "$KAFKA_BOOTSTRAP_SERVERS"; then
-    echo "kafka:    up at $KAFKA_BOOTSTRAP_SERVERS (external, not started by this script)"
-  elif kafka_answers "$LOCAL_KAFKA"; then
-    echo "kafka:    up at $LOCAL_KAFKA (not started by this script)"
-  else
-    echo "kafka:    down"
-    rc=1
+    args+=(--kafka-pid "$pid" --kafka-addr "$(cat "$RUN_DIR/kafka.addr" 2>/dev/null || echo "$LOCAL_KAFKA")")
   fi
   if pid=$(live_pid ferretdb "$FERRETDB_PATTERN"); then
-    addr=$(cat "$RUN_DIR/ferretdb.addr" 2>/dev/null || echo "$LOCAL_MONGO")
-    if mongo_answers "$addr"; then
-      echo "ferretdb: up at $addr (pid $pid)"
-    else
-      echo "ferretdb: starting or unhealthy: pid $pid runs but $addr does not answer"
-      rc=1
-    fi
-  elif [[ -n ${MONGODB_URL:-} ]] && mongo_answers "$MONGODB_URL"; then
-    echo "ferretdb: up at MONGODB_URL (external, not started by this script)"
-  elif mongo_answers "$LOCAL_MONGO"; then
-    echo "ferretdb: up at $LOCAL_MONGO (not started by this script)"
-  else
-    echo "ferretdb: down"
-    rc=1
+    args+=(--mongo-pid "$pid" --mongo-addr "$(cat "$RUN_DIR/ferretdb.addr" 2>/dev/null || echo "$LOCAL_MONGO")")
   fi
-  return "$rc"
+  devservices status "${args[@]}"
 }
 
 main() {
@@ -516,8 +459,10 @@ main() {
       exit 2
       ;;
   esac
-  need python3 "It is used for dependency-free readiness checks."
   mkdir -p "$RUN_DIR" "$LOG_DIR" "$BIN_DIR" "$KAFKA_DIR"
+  if [[ $cmd != down && ! -x $PYTHON ]]; then
+    die "$PYTHON not found: the readiness checks run from the virtualenv; run 'make venv' (make services does)"
+  fi
   case $cmd in
     up) lock && cmd_up ;;
     down) lock && cmd_down ;;
