@@ -19,7 +19,7 @@
 #   status  say whether each server answers; exit 0 only if both do.
 #
 # Environment (all optional):
-#   KAFKA_PORT=9092  KAFKA_CONTROLLER_PORT=9093  MONGO_PORT=27017  SERVICES_DIR=.services
+#   KAFKA_PORT=9092  KAFKA_CONTROLLER_PORT=9093  KAFKA_SASL_PORT=9094  MONGO_PORT=27017  SERVICES_DIR=.services
 #   KAFKA_HEAP_OPTS="-Xms512m -Xmx512m"  KAFKA_JVM_PERFORMANCE_OPTS=...  KAFKA_OPTS=...
 #   KAFKA_START_TIMEOUT=180  FERRETDB_START_TIMEOUT=60  STOP_TIMEOUT=30  (seconds)
 #   JAVA_HOME (Java 17+ needed), FERRETDB_LOG_LEVEL=warn, SERVICES_PYTHON=.venv/bin/python
@@ -36,6 +36,7 @@ KAFKA_DIR="$SVC/kafka"
 KAFKA_LIBS="$KAFKA_DIR/libs"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_PROPS="$KAFKA_DIR/server.properties"
+KAFKA_TLS="$KAFKA_DIR/tls"
 FERRETDB_BIN="$BIN_DIR/ferretdb"
 FERRETDB_DATA="$SVC/ferretdb/data"
 PYTHON="${SERVICES_PYTHON:-$ROOT/.venv/bin/python}"
@@ -46,6 +47,8 @@ FERRETDB_MODULE="github.com/FerretDB/FerretDB"
 
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
+KAFKA_SASL_USER="worker"
 MONGO_PORT="${MONGO_PORT:-27017}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}"
 KAFKA_JVM_PERFORMANCE_OPTS="${KAFKA_JVM_PERFORMANCE_OPTS:--server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true}"
@@ -300,6 +303,41 @@ format_kafka() {
     { tail -n 20 "$LOG_DIR/kafka-format.log" >&2; die "kafka: storage format failed"; }
 }
 
+# A local CA and a broker certificate for 127.0.0.1 (PEM; the key unencrypted, PKCS#8), and
+# the SCRAM password of the local user: made once, kept with the broker's other state.
+make_tls() {
+  [[ -f $KAFKA_TLS/broker.pem && -f $KAFKA_TLS/sasl-password ]] && return 0
+  command -v openssl >/dev/null || die "kafka: openssl is needed to make the local TLS certificates"
+  log "kafka: making a local CA and broker certificate in $KAFKA_TLS"
+  local tmp="$KAFKA_TLS.tmp"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  (
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -noenc -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=kafka-job-worker local CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -noenc -keyout broker.key -out broker.csr -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.crt \
+      -days 3650 -extfile san.ext 2>/dev/null
+    cat broker.key broker.crt >broker.pem
+    openssl rand -hex 16 >sasl-password
+    chmod 600 ca.key broker.key broker.pem sasl-password
+  ) || die "kafka: making the TLS certificates failed"
+  rm -rf "$KAFKA_TLS" && mv "$tmp" "$KAFKA_TLS"
+}
+
+# The SCRAM credential of the local user. Idempotent; it lives in the cluster metadata.
+add_scram_user() {
+  local java
+  java=$(java_cmd)
+  "$java" -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.ConfigCommand --bootstrap-server "$LOCAL_KAFKA" \
+    --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+    --add-config "SCRAM-SHA-512=[password=$(cat "$KAFKA_TLS/sasl-password")]" \
+    >>"$LOG_DIR/kafka-scram.log" 2>&1 ||
+    { tail -n 20 "$LOG_DIR/kafka-scram.log" >&2; die "kafka: adding the SCRAM user failed"; }
+  log "kafka: SASL_SSL on 127.0.0.1:$KAFKA_SASL_PORT (SCRAM-SHA-512 user $KAFKA_SASL_USER, CA $KAFKA_TLS/ca.pem)"
+}
+
 KAFKA_RESULT=""
 KAFKA_ADDR="$LOCAL_KAFKA"
 
@@ -317,8 +355,10 @@ kafka_up() {
 
   check_java
   fetch_kafka
+  make_tls
   devservices render-config "$KAFKA_SRC/server.properties.template" "$KAFKA_PROPS" \
-    "KAFKA_PORT=$KAFKA_PORT" "KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" "KAFKA_DATA_DIR=$KAFKA_DATA"
+    "KAFKA_PORT=$KAFKA_PORT" "KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" "KAFKA_DATA_DIR=$KAFKA_DATA" \
+    "KAFKA_SASL_PORT=$KAFKA_SASL_PORT" "KAFKA_TLS_DIR=$KAFKA_TLS"
   format_kafka
 
   local java heap perf extra
@@ -336,6 +376,7 @@ kafka_up() {
   echo "$LOCAL_KAFKA" >"$RUN_DIR/kafka.addr"
   log "kafka: pid $pid; waiting until it lists topics (deadline ${KAFKA_START_TIMEOUT}s)"
   wait_ready kafka "$pid" "$KAFKA_START_TIMEOUT" kafka "$LOCAL_KAFKA" "$LOG_DIR/kafka.out" "$LOG_DIR/kafka.log"
+  add_scram_user
   KAFKA_RESULT="started in $(since "$t0")s (pid $pid)"
   log "kafka: ready, $KAFKA_RESULT; logs $LOG_DIR/kafka.log"
 }
@@ -427,6 +468,11 @@ cmd_up() {
   log "all up in $(since "$t0")s"
   echo
   echo "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_ADDR"
+  if [[ $KAFKA_ADDR == "$LOCAL_KAFKA" ]]; then
+    echo "# SASL_SSL: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_SASL_PORT KAFKA_SECURITY_PROTOCOL=SASL_SSL" \
+      "KAFKA_SASL_MECHANISM=SCRAM-SHA-512 KAFKA_SASL_USERNAME=$KAFKA_SASL_USER" \
+      "KAFKA_SASL_PASSWORD=\$(cat $KAFKA_TLS/sasl-password) KAFKA_SSL_CA_FILE=$KAFKA_TLS/ca.pem"
+  fi
   # An external MONGODB_URL may hold a password: show it with the password masked.
   echo "MONGODB_URL=$(sed -E 's#(://[^:/@]*:)[^@/]*@#\1***@#' <<<"$MONGO_ADDR")"
   echo

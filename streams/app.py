@@ -24,6 +24,7 @@ from streams.retry.scheduler import MAX_POLL_RECORDS, RetryScheduler
 from streams.security import client_kwargs
 from streams.services import Services, build_services
 from streams.settings import Settings, get_settings
+from streams.startup import fail_start
 from streams.topics import TopicNames
 
 log = logging.getLogger("worker")
@@ -78,11 +79,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
                     client_options=client_kwargs(settings.kafka),
                 )
             except KafkaError as error:
-                raise SystemExit(
-                    f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers}: "
-                    f"{type(error).__name__}"
-                ) from None
-        await services.start()
+                kafka = settings.kafka
+                fail_start(
+                    f"cannot connect to Kafka at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
+                    f"with KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}: {type(error).__name__}; "
+                    "check the address, and the SASL credentials and CA file if any"
+                )
+        try:
+            await services.start()
+        except SystemExit as error:
+            fail_start(str(error))
 
     @app.after_startup
     async def start_retry_scheduler() -> None:
