@@ -39,12 +39,22 @@ def test_a_value_that_no_setting_uses_is_an_error() -> None:
 
 def test_the_kafka_template_renders_completely(tmp_path: Path) -> None:
     template = (ROOT / "services/kafka/server.properties.template").read_text()
-    values = {"KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093", "KAFKA_DATA_DIR": str(tmp_path)}
+    values = {
+        "KAFKA_PORT": "19092",
+        "KAFKA_CONTROLLER_PORT": "19093",
+        "KAFKA_SASL_PORT": "19094",
+        "KAFKA_DATA_DIR": str(tmp_path),
+        "KAFKA_TLS_DIR": str(tmp_path / "tls"),
+    }
 
     rendered = render_properties(template, values)
 
     settings = [line for line in rendered.splitlines() if line and not line.startswith("#")]
-    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in settings
+    assert (
+        "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093,SASL_SSL://127.0.0.1:19094"
+        in settings
+    )
+    assert f"ssl.keystore.location={tmp_path / 'tls'}/broker.pem" in settings
     assert f"log.dirs={tmp_path}" in settings
     assert not any("@" in line for line in settings)
 
