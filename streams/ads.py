@@ -8,18 +8,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaRouter
 from faststream.message import StreamMessage
-from processors.ids import is_job_id
 from pydantic import TypeAdapter
 
 from processors.ads.jobs import AdJob, AdResult, DocumentRef
 from processors.ads.service import failed_result
 from processors.decoding import decode_job
 from processors.errors import JobError
+from processors.ids import is_job_id
 from streams.broker import raw
-from streams.consumed import Consumed
+from streams.consumed import Consumed, dispatch_options
+from streams.dispatch import dispatched_subscriber
 from streams.prose import prose
 from streams.retry.headers import DLQ_HEADERS_DOC, RETRY_HEADERS_DOC
 from streams.retry.middleware import FailureMiddleware
@@ -142,11 +142,12 @@ def build_ads_router(
     async def decode(msg: StreamMessage[Any]) -> AdJob:
         return decode_job(msg.body, _AD_JOB, max_bytes=max_bytes)
 
-    @router.subscriber(
+    @dispatched_subscriber(
+        router,
         topics.main,
+        options=dispatch_options(settings, concurrency=settings.ads.concurrency),
         group_id=settings.kafka.group_id,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=decode,
         title=f"{topics.main}:consume",
         description=AD_JOBS_DESCRIPTION,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaRouter
 from faststream.message import StreamMessage
 
 from processors.email.jobs import EmailJob, EmailJobModel, decode_email_job
 from streams.broker import raw
-from streams.consumed import Consumed
+from streams.consumed import Consumed, dispatch_options
+from streams.dispatch import dispatched_subscriber
 from streams.prose import prose
 from streams.retry.headers import DLQ_HEADERS_DOC, RETRY_HEADERS_DOC
 from streams.retry.middleware import FailureMiddleware
@@ -62,11 +62,12 @@ def build_email_router(
     async def decode(msg: StreamMessage[Any]) -> EmailJobModel:
         return decode_email_job(msg.body, max_bytes=max_bytes)
 
-    @router.subscriber(
+    @dispatched_subscriber(
+        router,
         topics.main,
+        options=dispatch_options(settings, concurrency=settings.email.concurrency),
         group_id=settings.kafka.group_id,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=decode,
         title=f"{topics.main}:consume",
         description=EMAIL_JOBS_DESCRIPTION,

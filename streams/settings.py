@@ -97,6 +97,8 @@ class EmailSettings(BaseSettings):
         default="Acme", min_length=1, max_length=60, validation_alias=_env("PRODUCT_NAME")
     )
     outbox_dir: Path = Field(default=Path("outbox"), validation_alias=_env("OUTBOX_DIR"))
+    # Email jobs in flight at once per process: each mostly waits on the provider.
+    concurrency: int = Field(default=64, ge=1, le=1024)
 
 
 class BackoffSettings(BaseSettings):
@@ -156,6 +158,18 @@ class AdSettings(BaseSettings):
     model_config = _group("AD_")
 
     lease_s: float = Field(default=300.0, gt=0)
+    # Ad jobs in flight at once per process: model calls take seconds and cost money.
+    concurrency: int = Field(default=8, ge=1, le=256)
+
+
+class ConsumerSettings(BaseSettings):
+    """Records fetched but not started, per job subscriber, and how often offsets are committed."""
+
+    model_config = _group("CONSUMER_")
+
+    max_buffered_records: int = Field(default=1_000, ge=1)
+    max_buffered_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    commit_interval_ms: int = Field(default=500, ge=10, le=60_000)
 
 
 class WorkerSettings(BaseSettings):
@@ -166,6 +180,9 @@ class WorkerSettings(BaseSettings):
     templates_dir: Path = REPO_ROOT / "templates"
     # Liveness: the worker touches this file every few seconds (Docker healthcheck)
     heartbeat_file: Path | None = None
+    # On SIGTERM, how long in-flight jobs may finish before they are cut off (and their
+    # claims released). Keep the platform's stop timeout above it (Docker's default is 10 s).
+    shutdown_grace_s: float = Field(default=20.0, gt=0, le=600)
 
 
 class LiveSettings(BaseSettings):
@@ -191,6 +208,7 @@ class Settings(BaseModel):
     retry_buffer: RetryBufferSettings = Field(default_factory=RetryBufferSettings)
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     ads: AdSettings = Field(default_factory=AdSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
 
     GROUPS: ClassVar[tuple[str, ...]] = (
@@ -205,6 +223,7 @@ class Settings(BaseModel):
         "retry_buffer",
         "openai",
         "ads",
+        "consumer",
         "live",
     )
 
