@@ -10,7 +10,6 @@ RUN pip install -r requirements.lock
 COPY processors ./processors
 COPY streams ./streams
 COPY live ./live
-COPY templates ./templates
 
 RUN useradd --system --uid 10001 worker && mkdir -p /app/outbox && chown worker /app/outbox
 USER worker

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.templates import TEMPLATES_DIR
 from streams.retry.policy import BackoffPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +178,7 @@ class WorkerSettings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     max_job_bytes: int = Field(default=64 * 1024, ge=1024)
-    templates_dir: Path = REPO_ROOT / "templates"
+    templates_dir: Path = TEMPLATES_DIR
     # Liveness: the worker touches this file every few seconds (Docker healthcheck)
     heartbeat_file: Path | None = None
     # On SIGTERM, how long in-flight jobs may finish before they are cut off (and their

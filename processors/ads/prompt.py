@@ -1,4 +1,4 @@
-"""The model's instructions, rendered from ``templates/ads/prompt.*.j2``.
+"""The model's instructions, rendered from ``processors/templates/ads/prompt.*.j2``.
 
 Everything the user wrote travels as one JSON document between ``<ad_request_data>``
 tags, and the system prompt says that content is data, never instructions. The JSON
@@ -17,9 +17,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from processors.ads.jobs import AdJob
 from processors.ads.platforms import limits_for
+from processors.templates import TEMPLATES_DIR
 
 DATA_TAG = "ad_request_data"
-DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+DEFAULT_TEMPLATES_DIR = TEMPLATES_DIR
 
 # Escaped as JSON unicode escapes: the model reads the same text, but no tag can form.
 _NEUTRALISE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})

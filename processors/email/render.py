@@ -1,8 +1,9 @@
 """Rendering an email job into subject, HTML and text with Jinja2 templates.
 
-Layout: ``templates/email/<TYPE>/{subject.txt,body.html,body.txt}``, extending
-``templates/email/base.{html,txt}``. HTML is autoescaped; text is not (it is not HTML).
-Undefined variables are errors, never silently empty.
+Layout: ``email/<TYPE>/{subject.txt,body.html,body.txt}`` in the templates folder (by
+default ``processors/templates/``), extending ``email/base.{html,txt}``. HTML is
+autoescaped; text is not (it is not HTML). Undefined variables are errors, never
+silently empty.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError
 
 from processors.email.jobs import EmailJobModel
 from processors.errors import PermanentError
+from processors.templates import TEMPLATES_DIR
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class RenderedEmail:
 
 
 class EmailRenderer:
-    def __init__(self, templates_dir: Path, *, product_name: str = "Acme") -> None:
+    def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, product_name: str = "Acme") -> None:
         loader = FileSystemLoader(templates_dir / "email")
         self._html = Environment(
             loader=loader, autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True

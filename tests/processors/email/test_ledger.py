@@ -18,7 +18,7 @@ from processors.email.render import EmailRenderer
 from processors.email.senders import OutboxSender, ResendSender
 from processors.email.service import EmailService
 from processors.errors import TransientError
-from streams.settings import REPO_ROOT
+from processors.templates import TEMPLATES_DIR
 from tests.documents import texts
 from tests.fakes.resend_server import FakeResend
 from tests.processors.email.conftest import LEASE_S
@@ -84,7 +84,7 @@ async def test_two_workers_racing_on_one_job_send_one_email(
     fake_resend.state.latency_s = 0.2  # both are in flight at once
     sender = ResendSender(SecretStr("re_test"), fake_resend.url, timeout_s=5)
     service = EmailService(
-        renderer=EmailRenderer(REPO_ROOT / "templates"),
+        renderer=EmailRenderer(TEMPLATES_DIR),
         sender=sender,
         ledger=ledger,
         email_from="a@example.com",
@@ -102,7 +102,7 @@ async def test_processing_never_logs_the_code(
     ledger: DeliveryLedger, tmp_path: Path, caplog: pytest.LogCaptureFixture, collection: Any
 ) -> None:
     service = EmailService(
-        renderer=EmailRenderer(REPO_ROOT / "templates"),
+        renderer=EmailRenderer(TEMPLATES_DIR),
         sender=OutboxSender(tmp_path),
         ledger=ledger,
         email_from="a@example.com",

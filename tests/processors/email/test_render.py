@@ -7,7 +7,7 @@ from pydantic import TypeAdapter
 
 from processors.email.jobs import EmailJob, EmailJobModel
 from processors.email.render import EmailRenderer
-from streams.settings import REPO_ROOT
+from processors.templates import TEMPLATES_DIR
 
 ADAPTER: TypeAdapter[EmailJobModel] = TypeAdapter(EmailJob)
 
@@ -42,7 +42,7 @@ SUBJECTS = {
 
 @pytest.fixture(scope="module")
 def renderer() -> EmailRenderer:
-    return EmailRenderer(REPO_ROOT / "templates", product_name="Acme")
+    return EmailRenderer(TEMPLATES_DIR, product_name="Acme")
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))

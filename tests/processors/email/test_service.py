@@ -14,7 +14,7 @@ from processors.email.render import EmailRenderer
 from processors.email.senders import OutboxSender, OutgoingEmail
 from processors.email.service import EmailService
 from processors.errors import TransientError
-from streams.settings import REPO_ROOT
+from processors.templates import TEMPLATES_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ class FailingSender(BrokenSender):
 
 def service(ledger: DeliveryLedger, sender: Any, clock_s: float = 0) -> EmailService:
     return EmailService(
-        renderer=EmailRenderer(REPO_ROOT / "templates"),
+        renderer=EmailRenderer(TEMPLATES_DIR),
         sender=sender,
         ledger=ledger,
         email_from="a@example.com",
@@ -53,11 +53,12 @@ def job(job_id: str) -> SendOtpJob:
 
 
 async def test_a_bug_releases_the_claim_so_a_redelivery_sends_at_once(
-    ledger: DeliveryLedger, collection: Any, tmp_path: Path
+    ledger: DeliveryLedger, tmp_path: Path
 ) -> None:
     with pytest.raises(KeyError):
         await service(ledger, BrokenSender()).process(job("job-1"))
-    document = await collection.find_one({"_id": "job-1"})
+    document = await ledger.get("job-1")
+    assert document is not None
     assert (document["status"], document["last_error"]) == ("retrying", "UnexpectedError")
     assert "lease_until" not in document
     assert document["history"] == [
@@ -70,11 +71,12 @@ async def test_a_bug_releases_the_claim_so_a_redelivery_sends_at_once(
 
 
 async def test_a_classified_failure_releases_the_claim_with_its_class(
-    ledger: DeliveryLedger, collection: Any
+    ledger: DeliveryLedger,
 ) -> None:
     with pytest.raises(TransientError):
         await service(ledger, FailingSender()).process(job("job-2"))
-    document = await collection.find_one({"_id": "job-2"})
+    document = await ledger.get("job-2")
+    assert document is not None
     assert (document["status"], document["last_error"]) == ("retrying", "Resend503")
 
 
