@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from processors.ads import AdCopyGenerator, AdService, AdStore
+from processors.ads import AdService, AdStore
 from processors.ads.jobs import AdJob, AdResult
 from processors.ads.prompt import AdPrompt
 from processors.email import DeliveryLedger, EmailRenderer, EmailService, OutboxSender, ResendSender
@@ -23,6 +23,9 @@ from processors.email.jobs import EmailJobModel
 from processors.email.senders import EmailSender
 from processors.errors import JobError
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from processors.ads.generator import AdCopyGenerator
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,9 @@ def build_generator(settings: Settings, ad_dlq: str) -> AdCopyGenerator | None:
         )
         return None
     log.info("writing ad copy with model %s at %s", openai.model, openai.base_url or "OpenAI")
+    # Only now: LangChain and the OpenAI SDK cost about 0.8 s and 42 MiB to import.
+    from processors.ads.generator import AdCopyGenerator
+
     return AdCopyGenerator(
         model=openai.model,
         api_key=openai.api_key,

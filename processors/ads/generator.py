@@ -3,27 +3,29 @@
 One job costs one model call, or two when the first answer breaks the platform's
 limits or the schema: the second call shows the model its answer and the list of
 problems. A second bad answer fails the job for good.
+
+LangChain and the OpenAI SDK load when the first generator is built, not at import:
+the store, the service and a worker with no model configured never need them.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-import openai
-from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import Runnable
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr, ValidationError
 
 from processors.ads.jobs import AdCopySet, AdJob, AdVariant
 from processors.ads.platforms import PlatformLimits, limits_for
 from processors.ads.prompt import AdPrompt
-from processors.ads.provider_errors import classify
 from processors.decoding import describe_validation_error
-from processors.errors import PermanentError
+from processors.errors import JobError, PermanentError
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import LanguageModelInput
+    from langchain_core.messages import AIMessage, BaseMessage
+    from langchain_core.runnables import Runnable
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 MAX_MODEL_CALLS = 2
@@ -75,6 +77,9 @@ class AdCopyGenerator:
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        import openai
+        from langchain_openai import ChatOpenAI
+
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -112,6 +117,8 @@ class AdCopyGenerator:
         `PermanentError` (`Refusal`, `LengthLimit`, `OutOfBounds`, `SchemaViolation`,
         or a rejected request: auth, bad request, unknown model).
         """
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
         started_s = time.monotonic()
         limits = limits_for(job.platform)
         rendered = self._prompt.render(job)
@@ -149,11 +156,11 @@ class AdCopyGenerator:
                 None, None, [describe_validation_error(error)], "SchemaViolation", None, _usage(None)
             )
         except Exception as error:
-            classified = classify(error)
+            classified = _classify(error)
             if classified is None:
                 raise
             raise classified from error
-        raw = cast(AIMessage, result["raw"])
+        raw = cast("AIMessage", result["raw"])
         if raw.additional_kwargs.get("refusal") or isinstance(result.get("parsing_error"), Exception):
             # `parsing_error` is a refusal, or an answer with neither content nor refusal.
             _raise_refusal(raw, result.get("parsing_error"))
@@ -197,9 +204,16 @@ def _raise_refusal(raw: AIMessage, parsing_error: object) -> None:
     if raw.additional_kwargs.get("refusal"):
         raise PermanentError("the model refused the request", error_class="Refusal")
     if isinstance(parsing_error, BaseException):
-        classified = classify(parsing_error)
+        classified = _classify(parsing_error)
         if classified is not None:
             raise classified from parsing_error
+
+
+def _classify(error: BaseException) -> JobError | None:
+    # Imported here: the classifier needs the SDK's error classes, loaded by then.
+    from processors.ads.provider_errors import classify
+
+    return classify(error)
 
 
 def _usage(raw: AIMessage | None) -> TokenUsage:
