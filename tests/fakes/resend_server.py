@@ -3,12 +3,18 @@
 It keeps Resend's idempotency semantics: a repeated `Idempotency-Key` with the same
 payload returns the first response and delivers nothing new; with another payload it
 answers 409 `invalid_idempotent_request`. Failures can be scripted per job id.
+
+For benchmarks it also keeps each request's arrival time (before its latency), and can
+make requests hang — scripted per idempotency key, or at random with a probability —
+for a set time, after which they are answered as usual (a client that timed out has
+gone by then; its retry meets the idempotency replay).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
 import time
 import uuid
@@ -45,6 +51,8 @@ class Request:
     authorization: str | None
     body: dict[str, Any]
     status: int
+    arrived_s: float = 0.0  # when the request arrived, before latency and hang
+    hung_s: float = 0.0  # how long it was held by a hang
 
     @property
     def to(self) -> list[str]:
@@ -57,6 +65,7 @@ class Delivery:
     idempotency_key: str | None
     body: dict[str, Any]
     at_s: float
+    arrived_s: float = 0.0  # arrival of the request that delivered it
 
 
 @dataclass
@@ -68,6 +77,15 @@ class _State:
     scripts: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
     down: Reply | None = None
     latency_s: float = 0.0
+    hangs: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    hang_probability: float = 0.0
+    hang_s: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 resets connections when a client opens dozens at once.
+    request_queue_size = 128
 
 
 class FakeResend:
@@ -77,6 +95,7 @@ class FakeResend:
 
         class Handler(FakeHandler):
             def do_POST(self) -> None:
+                arrived_s = time.time()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if self.path.rstrip("/") != "/emails":
@@ -84,17 +103,36 @@ class FakeResend:
                     return
                 body = json.loads(raw or b"{}")
                 key = self.headers.get("Idempotency-Key")
+                hung_s = self._hang_for(key)
+                if hung_s:
+                    time.sleep(hung_s)
                 if state.latency_s:
                     time.sleep(state.latency_s)
                 with state.lock:
-                    status, payload, headers = self._decide(key, body)
+                    status, payload, headers = self._decide(key, body, arrived_s)
                     state.requests.append(
-                        Request(time.time(), key, self.headers.get("Authorization"), body, status)
+                        Request(
+                            time.time(),
+                            key,
+                            self.headers.get("Authorization"),
+                            body,
+                            status,
+                            arrived_s=arrived_s,
+                            hung_s=hung_s,
+                        )
                     )
                 self._reply(status, payload, headers)
 
+            def _hang_for(self, key: str | None) -> float:
+                with state.lock:
+                    if key is not None and state.hangs.get(key):
+                        return state.hangs[key].popleft()
+                    if state.hang_probability and state.rng.random() < state.hang_probability:
+                        return state.hang_s
+                return 0.0
+
             def _decide(
-                self, key: str | None, body: dict[str, Any]
+                self, key: str | None, body: dict[str, Any], arrived_s: float
             ) -> tuple[int, dict[str, Any], dict[str, str]]:
                 reply = state.down
                 if reply is None and key is not None and state.scripts.get(key):
@@ -129,7 +167,7 @@ class FakeResend:
                             {},
                         )
                     return 200, {"id": delivery.email_id}, {}
-                delivery = Delivery(str(uuid.uuid4()), key, body, time.time())
+                delivery = Delivery(str(uuid.uuid4()), key, body, time.time(), arrived_s=arrived_s)
                 state.deliveries.append(delivery)
                 if key is not None:
                     state.by_key[key] = (fingerprint, delivery)
@@ -149,7 +187,7 @@ class FakeResend:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
@@ -171,6 +209,18 @@ class FakeResend:
         with self.state.lock:
             self.state.scripts[idempotency_key].extend(replies)
 
+    def hang(self, idempotency_key: str, *seconds: float) -> None:
+        """The next requests with this key are each held this long, then answered as usual."""
+        with self.state.lock:
+            self.state.hangs[idempotency_key].extend(seconds)
+
+    def set_hang_probability(self, probability: float, seconds: float, *, seed: int | None = None) -> None:
+        """Hold each request (any key) for `seconds` with this probability; 0 turns it off."""
+        with self.state.lock:
+            self.state.hang_probability = probability
+            self.state.hang_s = seconds
+            self.state.rng = random.Random(seed)
+
     def set_down(self, reply: Reply | None) -> None:
         """Answer every request with `reply` until called with None."""
         with self.state.lock:
@@ -185,6 +235,11 @@ class FakeResend:
     def deliveries(self) -> list[Delivery]:
         with self.state.lock:
             return list(self.state.deliveries)
+
+    @property
+    def delivery_count(self) -> int:
+        with self.state.lock:
+            return len(self.state.deliveries)
 
     def deliveries_by_key(self) -> dict[str | None, list[Delivery]]:
         out: dict[str | None, list[Delivery]] = defaultdict(list)
