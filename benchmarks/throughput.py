@@ -1,0 +1,1591 @@
+"""Email throughput: the worker against a hand-written aiokafka loop, on the same servers.
+
+    make bench                                            # every scenario, ~15 min on 2 cores
+    .venv/bin/python -m benchmarks.throughput --smoke     # tiny counts, < 60 s (CI runs it)
+    .venv/bin/python -m benchmarks.throughput --list      # the scenarios and their settings
+    .venv/bin/python -m benchmarks.throughput --scenarios keys-200ms,one-key-200ms --jobs 500
+
+Needs `make services`. For each scenario and side it makes a fresh topic prefix, consumer
+group and database, pre-publishes the jobs with one idempotent producer, then starts the
+consumer and times it at a local fake Resend (tests/fakes/resend_server.py, with the
+scenario's latency):
+
+- **worker**: the real command, `faststream run streams.app:app`, in a subprocess, set up
+  only through environment variables (EMAIL_CONCURRENCY from the scenario,
+  RESEND_RATE_LIMIT_PER_S=1000; a worker that does not know a variable ignores it);
+- **loop**: a baseline that does the same work per job in one aiokafka loop (this file,
+  run as `python -m benchmarks.throughput _loop ...`): claim the job in the store's
+  ledger (a document with `_id` = job_id and status `sending`), render the same Jinja2
+  template, POST it to the fake with an `Idempotency-Key` through one pooled httpx
+  client, mark it sent, commit offsets. It keeps 50 jobs in flight and sends one at a time
+  per key (so one recipient's emails stay in order), writes claims with `insert_many` and
+  marks with one `update_many({_id: {$in: [...]}})` per batch, commits per partition only
+  up to the lowest job not yet finished, and on a rebalance drops the jobs that have not
+  started sending and finishes the others before it lets go of a partition.
+
+Each side stops when every job has been sent or at its deadline. The report has, per
+side: emails/s from the first to the last send at the provider; the worker/loop ratio;
+p50/p99 from publish to send (the publish time rides in the job_id; with a pre-published
+backlog this is mostly time spent waiting in the topic); the consumer's peak RSS; the
+CPU seconds of the consumer, the Kafka broker, FerretDB and this process (the fake
+provider) over the sending window, and how busy that kept the machine's cores.
+
+Every side is checked at the fake by content: each job is delivered exactly once (counted
+by the token in its subject and by idempotency key); a job whose offset was committed is
+never missing (unless it waits in the retry topic); with one key, emails arrive in publish
+order. A failed check is printed loudly and makes the exit status non-zero.
+
+Results go to benchmarks/results/throughput.md (table), throughput.png (emails/s against
+concurrency) and throughput.json (every figure, to compare runs); `--out STEM` writes
+elsewhere (`--smoke` defaults to throughput-smoke.*). The servers are the ones at
+KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL (default: the local ones); the worker is this
+checkout's, or the one in `--worker-dir` / $THROUGHPUT_WORKER_DIR (say, a `git archive`
+of another commit, to compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from jinja2 import BaseLoader, DictLoader, Environment, FileSystemLoader, StrictUndefined
+from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from tests.fakes.resend_server import Delivery, FakeResend, Request
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017")
+PARTITIONS = 3
+EMAIL_FROM = "Acme <no-reply@example.com>"
+PRODUCT_NAME = "Acme"
+API_KEY = "re_bench_key"
+LEDGER = "email_deliveries"
+LEASE_S = 30.0
+RATE_LIMIT_PER_S = 1000
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "throughput"
+# The worker's subject is "Welcome to Acme, <name>": the name carries the job's number.
+TOKEN = re.compile(r"Reader n(\d{7})")
+SAMPLE_EVERY_S = 0.2
+MARKS = {
+    "in": "one `update_many({_id: {$in: [...]}})` per batch",
+    "each": "one `update_one({_id: ...})` per job, concurrently",
+    "insert": "one `insert_many` of marker documents per batch into a second collection",
+}
+SETTLE_S = 0.5
+
+log = logging.getLogger("throughput")
+
+
+# ------------------------------------------------------------------------------ scenarios
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    latency_ms: int
+    keys: int  # distinct recipients; the Kafka key is the recipient
+    jobs: int
+    processes: int = 1
+    sweep: bool = False  # the worker at every --concurrency value, not only the largest
+    hang_every: int = 0  # the first send of every Nth job hangs past RESEND_TIMEOUT_S
+    reference: str | None = None  # the same run without hangs, for the ratio
+    history_docs: int = 0  # older documents in the ledger before the run
+    window: int = 0  # report the rate over the first and the last `window` sends
+    deadline_s: float = 30.0  # per side, from the consumer's start
+
+    @property
+    def ordered(self) -> bool:
+        return self.keys == 1
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.jobs} jobs",
+            "1 key" if self.keys == 1 else f"{self.keys} keys",
+            f"{PARTITIONS} partitions",
+            f"provider latency {self.latency_ms} ms",
+            f"{self.processes} process{'es' if self.processes > 1 else ''}",
+        ]
+        if self.hang_every:
+            parts.append(f"{100 / self.hang_every:g} % of sends hang past the timeout")
+        if self.history_docs:
+            parts.append(f"{self.history_docs:,} older ledger documents")
+        if self.sweep:
+            parts.append("worker at every --concurrency")
+        parts.append(f"deadline {self.deadline_s:g} s per side")
+        return ", ".join(parts)
+
+
+FULL = (
+    Scenario("keys-0ms", latency_ms=0, keys=1000, jobs=3000, sweep=True),
+    Scenario("keys-200ms", latency_ms=200, keys=1000, jobs=3000, sweep=True),
+    Scenario("one-key-0ms", latency_ms=0, keys=1, jobs=500),
+    Scenario("one-key-200ms", latency_ms=200, keys=1, jobs=100),
+    Scenario("keys-0ms-2p", latency_ms=0, keys=1000, jobs=3000, processes=2),
+    Scenario("keys-200ms-2p", latency_ms=200, keys=1000, jobs=3000, processes=2),
+    Scenario("one-key-200ms-2p", latency_ms=200, keys=1, jobs=100, processes=2),
+    Scenario("hangs-200ms", latency_ms=200, keys=1000, jobs=3000, hang_every=100, reference="keys-200ms"),
+    Scenario(
+        "history-0ms",
+        latency_ms=0,
+        keys=1000,
+        jobs=5000,
+        history_docs=100_000,
+        window=1000,
+        deadline_s=45.0,
+    ),
+)
+SMOKE = (
+    Scenario("keys-0ms", latency_ms=0, keys=10, jobs=40, deadline_s=20.0),
+    Scenario("one-key-50ms-2p", latency_ms=50, keys=1, jobs=10, processes=2, deadline_s=20.0),
+    Scenario(
+        "hangs-0ms", latency_ms=0, keys=10, jobs=40, hang_every=20, reference="keys-0ms", deadline_s=20.0
+    ),
+    Scenario("history-0ms", latency_ms=0, keys=10, jobs=60, history_docs=2000, window=20, deadline_s=20.0),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    scenarios: tuple[Scenario, ...]
+    concurrency: tuple[int, ...]
+    loop_inflight: int
+    loop_marks: str
+    sides: tuple[str, ...]
+    resend_timeout_s: float
+    worker_dir: Path
+    worker_label: str
+    templates: Path | None
+    out: Path
+    keep_logs: bool
+    command: str
+    smoke: bool
+
+
+# ------------------------------------------------------------------------------ jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    seq: int
+    job_id: str
+    recipient: str
+    partition: int = -1
+    offset: int = -1
+
+
+def make_job(tag: str, seq: int, keys: int) -> tuple[Job, bytes]:
+    """A WELCOME_EMAIL job. Its job_id carries the publish time; its name carries `seq`."""
+    recipient = "one@example.com" if keys == 1 else f"user{seq % keys}@example.com"
+    job_id = f"{tag}-{seq}-{time.time_ns() // 1000}"
+    value = {"type": "WELCOME_EMAIL", "job_id": job_id, "to": recipient, "name": f"Reader n{seq:07d}"}
+    return Job(seq, job_id, recipient), json.dumps(value).encode()
+
+
+def published_s(job_id: str) -> float:
+    return int(job_id.rsplit("-", 1)[1]) / 1e6
+
+
+async def publish(topic: str, tag: str, scenario: Scenario) -> list[Job]:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=KAFKA, enable_idempotence=True, acks="all", linger_ms=10, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        jobs: list[Job] = []
+        pending = []
+        for seq in range(scenario.jobs):
+            job, value = make_job(tag, seq, scenario.keys)
+            jobs.append(job)
+            pending.append(await producer.send(topic, value, key=job.recipient.encode()))
+        metadata = await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return [
+        replace(job, partition=m.partition, offset=m.offset) for job, m in zip(jobs, metadata, strict=True)
+    ]
+
+
+# ------------------------------------------------------------------------------ servers
+
+
+async def check_servers() -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, serverSelectionTimeoutMS=10_000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+        await mongo.admin.command("ping")
+    except Exception as error:
+        raise SystemExit(
+            f"servers not reachable at {KAFKA} / {MONGODB_URL} ({type(error).__name__}); "
+            "start them with `make services`"
+        ) from None
+    finally:
+        await admin.close()
+        await mongo.close()
+
+
+async def create_topic(name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def delete_topics(prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+async def committed_offsets(group: str, topic: str) -> dict[int, int]:
+    """Per partition, the group's committed offset (0 where it committed none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+    finally:
+        await admin.close()
+    out = {}
+    for tp in tps:
+        meta = committed.get(tp)
+        out[tp.partition] = meta.offset if meta is not None and meta.offset >= 0 else 0
+    return out
+
+
+async def job_ids_in(topic: str) -> set[str]:
+    """The job_id of every record in `topic` (the worker's retry and dead-letter topics)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return set()
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        ids: set[str] = set()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(position >= end[tp] for position, tp in zip(positions, tps, strict=True)):
+                break
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        ids.add(json.loads(record.value)["job_id"])
+        return ids
+    finally:
+        await consumer.stop()
+
+
+async def prefill_history(database: str, count: int) -> None:
+    """`count` older, sent jobs in the ledger, shaped like the worker's documents."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
+    try:
+        collection = mongo[database][LEDGER]
+        then = datetime.now(UTC) - timedelta(days=3)
+        chunk = 5000
+        for start in range(0, count, chunk):
+            await collection.insert_many(
+                [
+                    {
+                        "_id": f"old-{i}",
+                        "job_id": f"old-{i}",
+                        "type": "WELCOME_EMAIL",
+                        "recipient": f"old{i % 5000}@example.com",
+                        "status": "sent",
+                        "attempts": 1,
+                        "provider": "resend",
+                        "provider_message_id": str(uuid.UUID(int=i)),
+                        "created_at": then,
+                        "updated_at": then,
+                        "sent_at": then,
+                        "history": [{"attempt": 1, "at": then, "outcome": "sent"}],
+                    }
+                    for i in range(start, min(count, start + chunk))
+                ],
+                ordered=False,
+            )
+    finally:
+        await mongo.close()
+
+
+async def drop_database(name: str) -> None:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL)
+    try:
+        await mongo.drop_database(name)
+    finally:
+        await mongo.close()
+
+
+def service_processes() -> dict[str, psutil.Process]:
+    """The broker and the store: whoever listens on their ports, else .services/run/*.pid."""
+    found = {}
+    kafka_port = int(KAFKA.split(",")[0].rsplit(":", 1)[1])
+    store_port = urlsplit(MONGODB_URL.split(",")[0]).port or 27017
+    for label, port, pidfile in (
+        ("kafka", kafka_port, "kafka.pid"),
+        ("ferretdb", store_port, "ferretdb.pid"),
+    ):
+        with contextlib.suppress(psutil.Error, OSError):
+            for conn in psutil.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                    found[label] = psutil.Process(conn.pid)
+                    break
+        if label not in found:
+            with contextlib.suppress(OSError, ValueError, psutil.Error):
+                pid = int((REPO_ROOT / ".services" / "run" / pidfile).read_text().strip())
+                found[label] = psutil.Process(pid)
+    return found
+
+
+# ------------------------------------------------------------------------------ sampling
+
+
+class Sampler:
+    """CPU seconds (user + system) and RSS of process groups over time.
+
+    The consumers' children count with them; this process's children (the consumers) do not.
+    """
+
+    def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
+        self._groups = groups
+        self._self = psutil.Process().pid
+        self._cpu: dict[int, float] = {}
+        self.series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.peak_rss: dict[str, float] = defaultdict(float)  # the largest single process, MiB
+
+    def sample(self) -> None:
+        now = time.time()
+        for label, roots in self._groups.items():
+            total = 0.0
+            for root in roots:
+                for process in [root] if root.pid == self._self else self._tree(root):
+                    with contextlib.suppress(psutil.Error):
+                        times = process.cpu_times()
+                        self._cpu[process.pid] = times.user + times.system
+                        if label == "consumer":
+                            rss = process.memory_info().rss / 2**20
+                            self.peak_rss[label] = max(self.peak_rss[label], rss)
+                    total += self._cpu.get(process.pid, 0.0)
+            self.series[label].append((now, total))
+        machine = psutil.cpu_times()
+        busy = machine.user + machine.nice + machine.system
+        busy += sum(getattr(machine, f, 0.0) for f in ("irq", "softirq", "steal"))
+        self.series["machine"].append((now, busy))
+
+    @staticmethod
+    def _tree(root: psutil.Process) -> list[psutil.Process]:
+        try:
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return [root]
+
+    def cpu_between(self, label: str, start_s: float, end_s: float) -> float | None:
+        series = self.series.get(label)
+        if not series or len(series) < 2:
+            return None
+        return _interpolate(series, end_s) - _interpolate(series, start_s)
+
+
+def _interpolate(series: list[tuple[float, float]], at_s: float) -> float:
+    if at_s <= series[0][0]:
+        return series[0][1]
+    for (t0, v0), (t1, v1) in itertools.pairwise(series):
+        if t0 <= at_s <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (at_s - t0) / (t1 - t0)
+    return series[-1][1]
+
+
+# ------------------------------------------------------------------------------ one side
+
+
+@dataclass
+class Outcome:
+    scenario: Scenario
+    side: str  # "worker" or "loop"
+    concurrency: int
+    published: int = 0
+    delivered: int = 0
+    finished: bool = False
+    rate: float | None = None
+    p50_s: float | None = None
+    p99_s: float | None = None
+    first_send_after_s: float | None = None
+    window_s: float = 0.0
+    peak_rss_mib: float | None = None
+    cpu_s: dict[str, float | None] = field(default_factory=dict)
+    busy_pct: float | None = None
+    ratio: float | None = None
+    rate_first: float | None = None
+    rate_last: float | None = None
+    window_used: int = 0
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario.name} / {self.side} @ {self.concurrency}"
+
+
+class Consumers:
+    """The processes of one side: `faststream run streams.app:app` or the baseline loop."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log_dir: Path, count: int) -> None:
+        self.logs = [log_dir / f"consumer-{i}.log" for i in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for path in self.logs:
+            with path.open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        argv, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
+
+    def psutil_processes(self) -> list[psutil.Process]:
+        found = []
+        for proc in self.procs:
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(proc.pid))
+        return found
+
+    def exited(self) -> list[int]:
+        return [proc.returncode for proc in self.procs if proc.poll() is not None]
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                await asyncio.to_thread(proc.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait, 10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for path in self.logs:
+            text = path.read_text("utf-8", "replace").splitlines()
+            out.append(f"--- {path}\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+
+def worker_argv() -> list[str]:
+    return [str(Path(sys.executable).with_name("faststream")), "run", "streams.app:app"]
+
+
+def worker_env(
+    cfg: Config, prefix: str, group: str, database: str, resend_url: str, concurrency: int
+) -> dict[str, str]:
+    """The worker's whole configuration: its documented environment variables."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
+        "KAFKA_TOPIC_PREFIX": prefix,
+        "KAFKA_GROUP_ID": group,
+        "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        "MONGODB_URL": MONGODB_URL,
+        "MONGODB_DATABASE": database,
+        "RESEND_API_KEY": API_KEY,
+        "RESEND_API_URL": resend_url,
+        "RESEND_TIMEOUT_S": f"{cfg.resend_timeout_s:g}",
+        "EMAIL_CONCURRENCY": str(concurrency),
+        "RESEND_RATE_LIMIT_PER_S": str(RATE_LIMIT_PER_S),
+        "EMAIL_FROM": EMAIL_FROM,
+        "PRODUCT_NAME": PRODUCT_NAME,
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def loop_argv(cfg: Config, topic: str, group: str, database: str, resend_url: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmarks.throughput",
+        "_loop",
+        f"--topic={topic}",
+        f"--group={group}",
+        f"--database={database}",
+        f"--resend-url={resend_url}",
+        f"--inflight={cfg.loop_inflight}",
+        f"--timeout-s={cfg.resend_timeout_s}",
+        f"--marks={cfg.loop_marks}",
+        f"--templates={cfg.templates or ''}",
+    ]
+
+
+async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int) -> Outcome:
+    tag = f"b{uuid.uuid4().hex[:8]}"
+    prefix = f"{tag}."
+    topic = f"{prefix}email-jobs"
+    group = f"bench-{tag}"
+    database = f"bench_{tag}"
+    log_dir = Path(tempfile.mkdtemp(prefix=f"bench-throughput-{scenario.name}-{side}-"))
+    outcome = Outcome(scenario, side, concurrency)
+    fake = FakeResend().start()
+    fake.state.latency_s = scenario.latency_ms / 1000
+    consumers: Consumers | None = None
+    try:
+        await create_topic(topic)
+        if scenario.history_docs:
+            await prefill_history(database, scenario.history_docs)
+        jobs = await publish(topic, tag, scenario)
+        outcome.published = len(jobs)
+        if scenario.hang_every:
+            for job in jobs[scenario.hang_every // 2 :: scenario.hang_every]:
+                fake.hang(job.job_id, cfg.resend_timeout_s + 0.5)
+        if side == "worker":
+            env = worker_env(cfg, prefix, group, database, fake.url, concurrency)
+            argv, cwd = worker_argv(), cfg.worker_dir
+        else:
+            env = {"KAFKA_BOOTSTRAP_SERVERS": KAFKA, "MONGODB_URL": MONGODB_URL}
+            argv, cwd = loop_argv(cfg, topic, group, database, fake.url), REPO_ROOT
+        started_s = time.time()
+        consumers = Consumers(argv, cwd, env, log_dir, scenario.processes)
+        groups = {"consumer": consumers.psutil_processes(), "fake": [psutil.Process()]}
+        groups |= {label: [process] for label, process in service_processes().items()}
+        sampler = Sampler(groups)
+        deadline = time.monotonic() + scenario.deadline_s
+        while True:
+            sampler.sample()
+            if fake.delivery_count >= len(jobs):
+                outcome.finished = True
+                break
+            if consumers.exited():
+                outcome.errors.append(f"consumer exited early (exit status {consumers.exited()})")
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(SAMPLE_EVERY_S)
+        await asyncio.sleep(SETTLE_S)
+        sampler.sample()
+        await consumers.stop()
+        committed = await committed_offsets(group, topic)
+        pending: set[str] = set()
+        dead: set[str] = set()
+        if side == "worker":
+            pending = await job_ids_in(f"{topic}.retry")
+            dead = await job_ids_in(f"{topic}.dlq")
+        analyse(outcome, jobs, fake.requests, fake.deliveries, committed, pending, dead, started_s)
+        if outcome.rate is not None and outcome.first_send_after_s is not None:
+            first_s = started_s + outcome.first_send_after_s
+            for label in ("consumer", "kafka", "ferretdb", "fake"):
+                outcome.cpu_s[label] = sampler.cpu_between(label, first_s, first_s + outcome.window_s)
+            machine = sampler.cpu_between("machine", first_s, first_s + outcome.window_s)
+            if machine is not None and outcome.window_s > 0:
+                ours = sum(v for v in outcome.cpu_s.values() if v is not None)
+                outcome.cpu_s["other"] = max(0.0, machine - ours)
+                outcome.busy_pct = min(100.0, 100 * machine / (outcome.window_s * (os.cpu_count() or 1)))
+                others = outcome.cpu_s["other"] / outcome.window_s
+                if others > 0.25:
+                    outcome.notes.append(f"noisy: other processes used {others:.1f} cores")
+        outcome.peak_rss_mib = sampler.peak_rss.get("consumer")
+        if outcome.errors and consumers is not None:
+            print(consumers.log_tail(), file=sys.stderr)
+    except BaseException:
+        if consumers is not None:
+            print(consumers.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        if consumers is not None:
+            await consumers.stop()
+        fake.stop()
+        await delete_topics(prefix)
+        await drop_database(database)
+        if outcome.errors or cfg.keep_logs:
+            outcome.notes.append(f"logs: {log_dir}")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    return outcome
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _rate(times: Sequence[float]) -> float | None:
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def analyse(
+    outcome: Outcome,
+    jobs: list[Job],
+    requests: list[Request],
+    deliveries: list[Delivery],
+    committed: dict[int, int],
+    pending_retry: set[str],
+    dead_lettered: set[str],
+    started_s: float,
+) -> None:
+    """Rate, latency and the exactly-once, no-loss and order checks, from what the fake saw."""
+    by_seq = {job.seq: job for job in jobs}
+    seen: Counter[int] = Counter()
+    sends: list[tuple[float, float, int, str]] = []  # (sent at, arrived at, seq, recipient)
+    strangers, wrong_key, wrong_to = [], [], []
+    for delivery in deliveries:
+        body = delivery.body
+        match = TOKEN.search(str(body.get("subject", "")))
+        job = by_seq.get(int(match.group(1))) if match else None
+        if job is None:
+            strangers.append(str(body.get("subject")))
+            continue
+        seen[job.seq] += 1
+        if delivery.idempotency_key != job.job_id:
+            wrong_key.append(f"{delivery.idempotency_key!r} for {job.job_id!r}")
+        if body.get("to") != [job.recipient]:
+            wrong_to.append(f"{body.get('to')!r} for {job.recipient!r}")
+        sends.append((delivery.at_s, delivery.arrived_s, job.seq, job.recipient))
+    for problem, cases in (
+        ("deliveries that match no published job", strangers),
+        ("deliveries whose Idempotency-Key is not their job_id", wrong_key),
+        ("deliveries to the wrong recipient", wrong_to),
+    ):
+        if cases:
+            outcome.errors.append(f"{len(cases)} {problem}, e.g. {cases[0]}")
+    duplicates = sorted(seq for seq, n in seen.items() if n > 1)
+    if duplicates:
+        outcome.errors.append(
+            f"DUPLICATES: {len(duplicates)} jobs delivered more than once, e.g. {duplicates[:5]}"
+        )
+    by_key = Counter(d.idempotency_key for d in deliveries)
+    if any(n > 1 for n in by_key.values()):
+        outcome.errors.append("DUPLICATES: an Idempotency-Key delivered more than once")
+    missing = [job for job in jobs if seen[job.seq] == 0]
+    lost = [j for j in missing if j.offset < committed.get(j.partition, 0)]
+    if outcome.finished and missing:
+        outcome.errors.append(f"MISSING: {len(missing)} jobs never delivered")
+    in_dlq = [j for j in lost if j.job_id in dead_lettered]
+    waiting = [j for j in lost if j.job_id in pending_retry and j.job_id not in dead_lettered]
+    truly_lost = [j for j in lost if j.job_id not in dead_lettered and j.job_id not in pending_retry]
+    if in_dlq:
+        outcome.errors.append(f"DEAD-LETTERED: {len(in_dlq)} jobs, e.g. {in_dlq[0].job_id}")
+    if truly_lost:
+        outcome.errors.append(
+            f"LOST: {len(truly_lost)} jobs committed but never delivered, e.g. {truly_lost[0].job_id}"
+        )
+    if waiting:
+        outcome.notes.append(f"{len(waiting)} in the retry topic at the deadline")
+    statuses = Counter(r.status for r in requests)
+    bad = {s: n for s, n in statuses.items() if s != 200}
+    if bad:
+        outcome.errors.append(f"provider answered {bad} (409: same key, other payload)")
+    replays = statuses[200] - len(deliveries)
+    if replays:
+        outcome.notes.append(f"{replays} re-sends answered by idempotency replay")
+    hung = sum(1 for r in requests if r.hung_s)
+    if hung:
+        outcome.notes.append(f"{hung} requests hung")
+
+    sends.sort()
+    outcome.delivered = len(sends)
+    if not outcome.finished:
+        outcome.notes.append(f"deadline: {len(sends)} of {len(jobs)} sent")
+    if not sends:
+        return
+    times = [s[0] for s in sends]
+    outcome.rate = _rate(times)
+    outcome.window_s = times[-1] - times[0]
+    outcome.first_send_after_s = times[0] - started_s
+    latencies = [at - published_s(by_seq[seq].job_id) for at, _, seq, _ in sends]
+    outcome.p50_s = _percentile(latencies, 0.50)
+    outcome.p99_s = _percentile(latencies, 0.99)
+
+    per_recipient: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for _, arrived, seq, recipient in sends:
+        per_recipient[recipient].append((arrived, seq))
+    inversions = 0
+    for arrivals in per_recipient.values():
+        arrivals.sort()
+        inversions += sum(1 for (_, a), (_, b) in itertools.pairwise(arrivals) if b < a)
+    if outcome.scenario.ordered:
+        if inversions:
+            outcome.errors.append(f"ORDER: {inversions} sends of the one key arrived out of publish order")
+        elif outcome.scenario.latency_ms:
+            outcome.notes.append(f"order held; expected ≈ {1000 / outcome.scenario.latency_ms:.1f}/s")
+        else:
+            outcome.notes.append("order held")
+    elif inversions:
+        outcome.notes.append(f"{inversions} sends out of their key's order")
+
+    if outcome.scenario.window:
+        window = outcome.scenario.window
+        if len(times) < 2 * window:
+            window = len(times) // 2
+        outcome.window_used = window
+        if window >= 2:
+            outcome.rate_first = _rate(times[:window])
+            outcome.rate_last = _rate(times[-window:])
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    """Collects items while one store write is in flight; the next write takes them all."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], max_batch: int) -> None:
+        self._write = write
+        self._max = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._running = False
+        self.batches = 0
+        self.items = 0
+        self.busy_s = 0.0
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if not self._running:
+            self._running = True
+            asyncio.create_task(self._drain())  # noqa: RUF006 - it ends when the queue is empty
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+                self.batches += 1
+                self.items += len(batch)
+                began = time.monotonic()
+                try:
+                    results = await self._write([item for item, _ in batch])
+                except Exception as error:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                else:
+                    self.busy_s += time.monotonic() - began
+                    for (_, future), result in zip(batch, results, strict=True):
+                        if not future.done():
+                            future.set_result(result)
+        finally:
+            self._running = False
+
+
+class Watermark:
+    """The offset to commit for one partition: just past the longest run of finished jobs."""
+
+    def __init__(self) -> None:
+        self._started: deque[int] = deque()
+        self._done: set[int] = set()
+        self.position: int | None = None
+        self.committed: int | None = None
+
+    def started(self, offset: int) -> None:
+        self._started.append(offset)
+
+    def finished(self, offset: int) -> None:
+        self._done.add(offset)
+        while self._started and self._started[0] in self._done:
+            first = self._started.popleft()
+            self._done.discard(first)
+            self.position = first + 1
+
+
+# The worker's WELCOME_EMAIL, for a checkout whose templates cannot be found.
+BUILT_IN_TEMPLATES = {
+    "base.txt": "{% block content %}{% endblock %}\n\n--\n{{ product_name }}\n",
+    "base.html": "<!doctype html><title>{{ subject }}</title>{% block content %}{% endblock %}"
+    "<p>{{ product_name }}</p>\n",
+    "WELCOME_EMAIL/subject.txt": "Welcome to {{ product_name }}, {{ job.name }}\n",
+    "WELCOME_EMAIL/body.txt": '{% extends "base.txt" %}{% block content %}Welcome, {{ job.name }}!\n\n'
+    "Thanks for joining {{ product_name }}. Your account is ready.{% endblock %}",
+    "WELCOME_EMAIL/body.html": '{% extends "base.html" %}{% block content %}<h1>Welcome, {{ job.name }}!</h1>'
+    "<p>Thanks for joining {{ product_name }}. Your account is ready.</p>{% endblock %}",
+}
+
+
+def find_templates(worker_dir: Path) -> Path | None:
+    """The folder holding the worker's `email/<TYPE>/` templates, wherever the checkout keeps it."""
+    for candidate in (worker_dir / "templates", worker_dir / "processors" / "templates"):
+        if (candidate / "email" / "WELCOME_EMAIL" / "subject.txt").is_file():
+            return candidate
+    for found in sorted(worker_dir.glob("*/**/email/WELCOME_EMAIL/subject.txt")):
+        if not any(part.startswith(".") for part in found.relative_to(worker_dir).parts):
+            return found.parents[2]
+    return None
+
+
+class Renderer:
+    """The worker's templates (or a built-in copy), rendered the way the worker renders them."""
+
+    def __init__(self, templates_dir: Path | None) -> None:
+        loader: BaseLoader = (
+            FileSystemLoader(templates_dir / "email") if templates_dir else DictLoader(BUILT_IN_TEMPLATES)
+        )
+        self._html = Environment(
+            loader=loader, autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True
+        )
+        self._text = Environment(
+            loader=loader,
+            autoescape=False,  # noqa: S701 - plain text is not HTML
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+        )
+
+    def render(self, job: dict[str, Any]) -> tuple[str, str, str]:
+        context = {"job": job, "product_name": PRODUCT_NAME}
+        kind = job["type"]
+        subject = " ".join(self._text.get_template(f"{kind}/subject.txt").render(context).split())
+        text = self._text.get_template(f"{kind}/body.txt").render(context).strip() + "\n"
+        html = self._html.get_template(f"{kind}/body.html").render(context | {"subject": subject})
+        return subject, html, text
+
+
+class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The baseline: N jobs in flight, one at a time per key, bulk store writes, watermark commits."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        collection: Any,
+        http: httpx.AsyncClient,
+        renderer: Renderer,
+        *,
+        inflight: int,
+        timeout_s: float,
+        marks: str,
+    ) -> None:
+        self._consumer = consumer
+        self._collection = collection
+        self._http = http
+        self._renderer = renderer
+        self._inflight = inflight
+        self._drain_s = timeout_s + 2  # a send that has started may take its whole timeout
+        self._marks_mode = marks
+        self._slots = asyncio.Semaphore(inflight)
+        # Per key, when its latest job has finished sending: the next one may send then.
+        self._tails: dict[bytes | None, asyncio.Future[None]] = {}
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = defaultdict(set)
+        self._sending: set[asyncio.Task[None]] = set()  # past their key's wait: sending or marking
+        self._offsets: dict[TopicPartition, Watermark] = {}
+        self._paused: set[TopicPartition] = set()
+        self._generation = 0
+        self._claims: Batcher[dict[str, Any], bool] = Batcher(self._write_claims, inflight)
+        self._marks: Batcher[str, None] = Batcher(self._write_marks, inflight)
+        self.stats: Counter[str] = Counter()
+
+    def batching(self) -> str:
+        return ", ".join(
+            f"{name}: {b.items} in {b.batches} writes, {1000 * b.busy_s / max(b.batches, 1):.0f} ms each"
+            for name, b in (("claims", self._claims), ("marks", self._marks))
+        )
+
+    # -- Kafka side
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = self._consumer
+        committer = asyncio.create_task(self._commit_every(0.2, stop))
+        try:
+            while not stop.is_set():
+                generation = self._generation
+                batch = await consumer.getmany(timeout_ms=100, max_records=2 * self._inflight)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._slots.acquire()
+                        if (
+                            stop.is_set()
+                            or generation != self._generation
+                            or tp in self._paused
+                            or tp not in consumer.assignment()
+                        ):
+                            self._slots.release()
+                            if tp in consumer.assignment():
+                                # getmany moved the position past this record: read it again.
+                                consumer.seek(tp, record.offset)
+                            break
+                        self._dispatch(tp, record)
+            await self._release(set(self._tasks))
+        finally:
+            committer.cancel()
+            for tasks in self._tasks.values():
+                for task in tasks:
+                    task.cancel()
+
+    def _dispatch(self, tp: TopicPartition, record: Any) -> None:
+        watermark = self._offsets.setdefault(tp, Watermark())
+        watermark.started(record.offset)
+        previous = self._tails.get(record.key)
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[record.key] = sent
+        task = asyncio.create_task(self._handle(record.value, previous, sent))
+        self._tasks[tp].add(task)
+        task.add_done_callback(
+            functools.partial(self._finished, tp, record.offset, record.key, watermark, sent)
+        )
+
+    def _finished(
+        self,
+        tp: TopicPartition,
+        offset: int,
+        key: bytes | None,
+        watermark: Watermark,
+        sent: asyncio.Future[None],
+        task: asyncio.Task[None],
+    ) -> None:
+        self._slots.release()
+        self._tasks[tp].discard(task)
+        self._sending.discard(task)
+        if not sent.done():
+            sent.set_result(None)
+        if self._tails.get(key) is sent:
+            del self._tails[key]
+        if task.cancelled():
+            return
+        if (error := task.exception()) is not None:
+            self.stats["crashed"] += 1
+            log.error("job at %s:%s failed: %r (its offset stays uncommitted)", tp.partition, offset, error)
+            return
+        watermark.finished(offset)
+
+    async def _commit_every(self, interval_s: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(interval_s)
+            await self._commit()
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        offsets = {
+            tp: w.position
+            for tp, w in self._offsets.items()
+            if (only is None or tp in only) and w.position is not None and w.position != w.committed
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as error:  # a rebalance: the revoke callback commits what is done
+            log.warning("commit failed: %r", error)
+            return
+        for tp, position in offsets.items():
+            if tp in self._offsets:
+                self._offsets[tp].committed = position
+        self.stats["commits"] += 1
+
+    async def _release(self, tps: set[TopicPartition]) -> None:
+        """Let go of partitions: drop jobs that have not started sending, finish the rest, commit.
+
+        Bounded by one send's timeout, so a revocation stays within the rebalance timeout; a
+        dropped job is read again by the partition's next owner (its claim says `sending`, and
+        the same Idempotency-Key covers a second send).
+        """
+        tasks = [task for tp in tps for task in self._tasks.get(tp, ())]
+        for task in tasks:
+            if task not in self._sending:
+                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._drain_s)
+        await self._commit(only=tps)
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        revoked = set(revoked)
+        self._paused |= revoked
+        self._generation += 1
+        await self._release(revoked)
+        for tp in revoked:
+            self._offsets.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._generation += 1
+        self._paused = set()
+
+    # -- one job
+
+    async def _handle(
+        self, value: bytes, previous: asyncio.Future[None] | None, sent: asyncio.Future[None]
+    ) -> None:
+        """Claim, then send once the key's previous job has sent, then mark: sends stay in order."""
+        job = json.loads(value)
+        job_id = job["job_id"]
+        now = datetime.now(UTC)
+        claim = {
+            "_id": job_id,
+            "job_id": job_id,
+            "type": job["type"],
+            "recipient": job["to"],
+            "status": "sending",
+            "attempts": 1,
+            "lease_until": now + timedelta(seconds=LEASE_S),
+            "created_at": now,
+            "updated_at": now,
+            "history": [],
+        }
+        claimed = await self._retrying("claim", lambda: self._claims.submit(claim))
+        if not claimed:
+            found = await self._retrying(
+                "lookup", lambda: self._collection.find_one({"_id": job_id}, {"status": 1})
+            )
+            if found is not None and found.get("status") == "sent":
+                self.stats["already_sent"] += 1
+                return
+            self.stats["reclaimed"] += 1  # sent again under the same Idempotency-Key
+        subject, html, text = self._renderer.render(job)
+        if previous is not None:
+            await asyncio.shield(previous)
+        this = asyncio.current_task()
+        assert this is not None
+        self._sending.add(this)
+        try:
+            delivered = await self._send(job_id, job["to"], subject, html, text)
+        finally:
+            if not sent.done():
+                sent.set_result(None)
+        if delivered:
+            await self._retrying("mark", lambda: self._marks.submit(job_id))
+            self.stats["sent"] += 1
+
+    async def _send(self, job_id: str, to: str, subject: str, html: str, text: str) -> bool:
+        payload = {"from": EMAIL_FROM, "to": [to], "subject": subject, "html": html, "text": text}
+        for attempt in itertools.count(1):
+            try:
+                response = await self._http.post("/emails", json=payload, headers={"Idempotency-Key": job_id})
+            except httpx.HTTPError as error:
+                reason = type(error).__name__
+            else:
+                if response.status_code == 200:
+                    return True
+                name = ""
+                with contextlib.suppress(ValueError, AttributeError):
+                    name = str(response.json().get("name", ""))
+                transient = response.status_code in (429, 500, 502, 503, 504) or (
+                    response.status_code == 409 and name == "concurrent_idempotent_requests"
+                )
+                if not transient:
+                    self.stats["permanent"] += 1
+                    log.error("job %s: provider answered %s %s", job_id, response.status_code, name)
+                    return False
+                reason = f"{response.status_code} {name}"
+            self.stats["send_retries"] += 1
+            log.warning("job %s: send attempt %d failed (%s); retrying", job_id, attempt, reason)
+            await asyncio.sleep(min(0.1 * attempt, 1.0))
+        raise AssertionError("unreachable")
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[R]]) -> R:
+        for attempt in itertools.count(1):
+            try:
+                return await call()
+            except PyMongoError as error:
+                self.stats[f"{what}_retries"] += 1
+                log.warning("%s failed (%r); retrying", what, error)
+                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    # -- bulk store writes
+
+    async def _write_claims(self, docs: list[dict[str, Any]]) -> list[bool]:
+        try:
+            await self._collection.insert_many(docs, ordered=False)
+        except BulkWriteError as error:
+            write_errors = error.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in write_errors):
+                raise
+            taken = {e["index"] for e in write_errors}
+            return [i not in taken for i in range(len(docs))]
+        return [True] * len(docs)
+
+    async def _write_marks(self, job_ids: list[str]) -> list[None]:
+        now = datetime.now(UTC)
+        update = {
+            "$set": {"status": "sent", "provider": "resend", "sent_at": now, "updated_at": now},
+            "$unset": {"lease_until": ""},
+            "$push": {"history": {"attempt": 1, "at": now, "outcome": "sent"}},
+        }
+        if self._marks_mode == "in":
+            await self._collection.update_many({"_id": {"$in": job_ids}}, update)
+        elif self._marks_mode == "each":
+            await asyncio.gather(*(self._collection.update_one({"_id": i}, update) for i in job_ids))
+        else:  # "insert": one marker document per job in a second collection, no update at all
+            sent = self._collection.database[f"{LEDGER}_sent"]
+            with contextlib.suppress(BulkWriteError):  # already marked
+                await sent.insert_many([{"_id": i, "sent_at": now} for i in job_ids], ordered=False)
+        return [None] * len(job_ids)
+
+
+async def loop_main(opts: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "httpx", "pymongo"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(signum, stop.set)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
+    collection = mongo[opts.database][LEDGER]
+    await collection.create_index("job_id", unique=True)  # as the worker's ledger does
+    await collection.create_index("status")
+    http = httpx.AsyncClient(
+        base_url=opts.resend_url,
+        timeout=httpx.Timeout(opts.timeout_s),
+        limits=httpx.Limits(max_connections=opts.inflight, max_keepalive_connections=opts.inflight),
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=KAFKA,
+        group_id=opts.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=2 * opts.inflight,
+        rebalance_timeout_ms=int((opts.timeout_s + 15) * 1000),  # > the release's bound
+    )
+    pipeline = Pipeline(
+        consumer,
+        collection,
+        http,
+        Renderer(Path(opts.templates) if opts.templates else None),
+        inflight=opts.inflight,
+        timeout_s=opts.timeout_s,
+        marks=opts.marks,
+    )
+    consumer.subscribe([opts.topic], listener=pipeline)
+    await consumer.start()
+    log.info("loop ready: %d in flight, marks by %s", opts.inflight, opts.marks)
+    try:
+        await pipeline.run(stop)
+    finally:
+        await consumer.stop()
+        await http.aclose()
+        await mongo.close()
+        log.info("loop stopped: %s; %s", dict(pipeline.stats), pipeline.batching())
+
+
+def run_loop_process(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="benchmarks.throughput _loop")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--resend-url", required=True)
+    parser.add_argument("--inflight", type=int, default=50)
+    parser.add_argument("--timeout-s", type=float, default=5.0)
+    parser.add_argument("--marks", choices=MARKS, default="in")
+    parser.add_argument("--templates", default="", help="empty: the built-in copy")
+    opts = parser.parse_args(argv)
+    try:
+        import uvloop  # the worker runs on uvloop too (faststream run picks it when installed)
+    except ImportError:
+        asyncio.run(loop_main(opts))
+    else:
+        uvloop.run(loop_main(opts))
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def relate(outcomes: list[Outcome], cfg: Config) -> None:
+    """Worker/loop ratios, and each hang scenario against its run without hangs."""
+    loops = {o.scenario.name: o for o in outcomes if o.side == "loop"}
+    for o in outcomes:
+        loop = loops.get(o.scenario.name)
+        if o.side == "worker" and loop is not None and o.rate and loop.rate:
+            o.ratio = o.rate / loop.rate
+        if o.scenario.reference:
+            ref = next(
+                (
+                    r
+                    for r in outcomes
+                    if r.scenario.name == o.scenario.reference
+                    and r.side == o.side
+                    and r.concurrency == o.concurrency
+                ),
+                None,
+            )
+            if ref is None or not ref.rate or not o.rate:
+                o.notes.append(f"no {o.scenario.reference} run to compare with")
+            else:
+                share = 100 * o.rate / ref.rate
+                if cfg.smoke:
+                    verdict = "smoke: too few jobs to judge"
+                else:
+                    verdict = ("meets" if share >= 80 else "BELOW") + " the ≥ 80 % target"
+                o.notes.append(f"{share:.0f} % of {o.scenario.reference} ({verdict})")
+        if o.rate_first is not None or o.rate_last is not None:
+            n = f"{o.window_used:,}"
+            o.notes.append(f"first {n}: {_fmt(o.rate_first)}/s, last {n}: {_fmt(o.rate_last)}/s")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _cpu(o: Outcome) -> str:
+    return " / ".join(_fmt(o.cpu_s.get(k)) for k in ("consumer", "kafka", "ferretdb", "fake", "other"))
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    kafka_jars = sorted((REPO_ROOT / ".services" / "kafka" / "libs").glob("kafka_2.13-*.jar"))
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": model,
+        "memory": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "python": platform.python_version(),
+        "kafka": kafka_jars[-1].stem.split("-", 1)[1] if kafka_jars else "external",
+    }
+
+
+def git_label(directory: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(directory), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return f"{directory} (not a git checkout)"
+    return f"{directory} at {out.stdout.strip()}"
+
+
+def table(outcomes: list[Outcome]) -> str:
+    head = (
+        "| scenario | side | conc. | procs | sent / jobs | emails/s | worker/loop | publish→send p50 / p99 s "
+        "| 1st send s | peak RSS MiB | CPU s: consumer / kafka / ferretdb / fake / other "
+        "| CPU busy | notes |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for o in outcomes:
+        notes = [f"**{e}**" for e in o.errors] + o.notes
+        rows.append(
+            f"| {o.scenario.name} | {o.side} | {o.concurrency} | {o.scenario.processes} "
+            f"| {o.delivered:,} / {o.published:,} | {_fmt(o.rate)} | {_fmt(o.ratio, 2)} "
+            f"| {_fmt(o.p50_s)} / {_fmt(o.p99_s)} | {_fmt(o.first_send_after_s)} | {_fmt(o.peak_rss_mib, 0)} "
+            f"| {_cpu(o)} | {_fmt(o.busy_pct, 0)} % | {'; '.join(notes)} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def write_markdown(cfg: Config, outcomes: list[Outcome], path: Path, chart: Path | None) -> None:
+    info = machine()
+    scenario_lines = "\n".join(f"- `{s.name}`: {s.describe()}" for s in cfg.scenarios)
+    failures = [f"- {o.label}: {e}" for o in outcomes for e in o.errors]
+    chart_line = f"\n![emails/s against concurrency]({chart.name})\n" if chart else ""
+    text = f"""# Email throughput: worker against a hand-written loop
+
+Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{cfg.command}`.
+
+- Machine: {info["cores"]} cores ({info["cpu"]}), {info["memory"]}, Python {info["python"]}.
+- Servers: Kafka {info["kafka"]} at {KAFKA} and the store at {MONGODB_URL} (FerretDB on
+  SQLite, as `make services` starts it); the provider is the local fake Resend
+  (tests/fakes/resend_server.py) in the benchmark's own process.
+- Worker: `faststream run streams.app:app` in {cfg.worker_label}, with EMAIL_CONCURRENCY =
+  the `conc.` column, RESEND_RATE_LIMIT_PER_S={RATE_LIMIT_PER_S} and
+  RESEND_TIMEOUT_S={cfg.resend_timeout_s:g}.
+- Loop: {cfg.loop_inflight} jobs in flight, claims by `insert_many`, marks by
+  {MARKS[cfg.loop_marks]}; it renders {
+        f"the worker's templates in {cfg.templates}" if cfg.templates else "a built-in copy of WELCOME_EMAIL"
+    }.
+
+Scenarios ({PARTITIONS} partitions each; the Kafka key is the recipient):
+
+{scenario_lines}
+
+{table(outcomes)}{chart_line}
+How to read it:
+
+- **emails/s**: sends at the fake provider, from the first to the last, over their time.
+  With `deadline` in the notes the side was stopped before every job was sent; the rate is
+  over what was sent.
+- **publish→send**: from the publish time carried in the job_id to the provider accepting
+  the email. The jobs are published before the consumer starts, so this is mostly time spent
+  waiting in the topic, start-up included (**1st send s** is the time from starting the
+  consumer to its first send).
+- **CPU s** over the window from the first to the last send, per process: the consumer
+  (all its processes), the Kafka broker, FerretDB, this benchmark's process (the fake
+  provider), and everything else on the machine (`other`: anything there is noise from
+  outside the benchmark; the broker and the store may also be serving other clients).
+  **CPU busy** is the whole machine's CPU time over (window x {info["cores"]} cores): near
+  100 % the CPU is the limit; far below it, the consumer is waiting (on the provider's
+  latency, the store, or itself).
+- **peak RSS**: the largest consumer process, sampled every {SAMPLE_EVERY_S:g} s.
+- Checks at the fake, by the token in each email's subject and by Idempotency-Key: every
+  job delivered once, none delivered twice, no committed job missing, and with one key the
+  sends arrive in publish order.
+"""
+    if failures:
+        text += "\n## Failed checks\n\n" + "\n".join(failures) + "\n"
+    path.write_text(text)
+
+
+def write_json(cfg: Config, outcomes: list[Outcome], path: Path) -> None:
+    """Every figure of the run, for comparing runs (say, before and after a change)."""
+    document = {
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": cfg.command,
+        "machine": machine(),
+        "worker": cfg.worker_label,
+        "kafka": KAFKA,
+        "store": MONGODB_URL,
+        "resend_timeout_s": cfg.resend_timeout_s,
+        "loop": {"inflight": cfg.loop_inflight, "marks": cfg.loop_marks},
+        "outcomes": [
+            {
+                "scenario": asdict(o.scenario),
+                **{k: v for k, v in asdict(o).items() if k != "scenario"},
+            }
+            for o in outcomes
+        ],
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def write_chart(cfg: Config, outcomes: list[Outcome], path: Path) -> None:
+    """emails/s against concurrency: the sweep scenarios (all scenarios when none swept)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit(
+            "matplotlib is not installed: `.venv/bin/pip install matplotlib==3.11.2` (a dev dependency)"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    swept = [o for o in outcomes if o.scenario.sweep]
+    shown = swept if any(o.side == "worker" and o.rate for o in swept) else outcomes
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(o.scenario.name for o in shown))
+    levels: set[int] = set()
+    for i, name in enumerate(names):
+        colour = colours[i % len(colours)]
+        worker = sorted(
+            (o.concurrency, o.rate) for o in shown if o.scenario.name == name and o.side == "worker"
+        )
+        points = [(x, y) for x, y in worker if y]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", color=colour, label=f"{name}: worker")
+            levels |= {x for x, _ in points}
+            for x, y in points:
+                ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8)
+        for o in shown:
+            if o.scenario.name == name and o.side == "loop" and o.rate:
+                ax.scatter([o.concurrency], [o.rate], marker="*", s=180, color=colour, label=f"{name}: loop")
+                ax.axhline(o.rate, color=colour, linestyle=":", alpha=0.5)
+                ax.annotate(
+                    f"{o.rate:.3g}",
+                    (o.concurrency, o.rate),
+                    textcoords="offset points",
+                    xytext=(-30, 6),
+                    fontsize=8,
+                )
+                levels.add(o.concurrency)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if levels:
+        ax.set_xticks(sorted(levels))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("EMAIL_CONCURRENCY (worker: dots) / jobs in flight (loop: stars, dotted line)")
+    ax.set_ylabel("emails/s, first to last send")
+    ax.set_title(
+        f"Email throughput against concurrency on {os.cpu_count()} cores "
+        "(Kafka + FerretDB + fake Resend, one machine)",
+        fontsize=11,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def plan(cfg: Config) -> list[tuple[Scenario, str, int]]:
+    runs = []
+    for scenario in cfg.scenarios:
+        if "worker" in cfg.sides:
+            levels = cfg.concurrency if scenario.sweep else (max(cfg.concurrency),)
+            runs += [(scenario, "worker", c) for c in levels]
+        if "loop" in cfg.sides:
+            runs.append((scenario, "loop", cfg.loop_inflight))
+    return runs
+
+
+async def run_all(cfg: Config) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # a new topic's metadata, a group's end
+    await check_servers()
+    outcomes = []
+    runs = plan(cfg)
+    began = time.monotonic()
+    for i, (scenario, side, concurrency) in enumerate(runs, 1):
+        print(
+            f"==> [{i}/{len(runs)}] {scenario.name}: {side} at {concurrency} ({scenario.describe()})",
+            flush=True,
+        )
+        outcome = await run_side(cfg, scenario, side, concurrency)
+        print(
+            f"    {outcome.delivered}/{outcome.published} sent, {_fmt(outcome.rate)} emails/s, "
+            f"p50/p99 {_fmt(outcome.p50_s)}/{_fmt(outcome.p99_s)} s, CPU s {_cpu(outcome)}"
+            + "".join(f"\n    FAILED: {e}" for e in outcome.errors),
+            flush=True,
+        )
+        outcomes.append(outcome)
+    relate(outcomes, cfg)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    chart = cfg.out.with_suffix(".png")
+    write_chart(cfg, outcomes, chart)
+    markdown = cfg.out.with_suffix(".md")
+    write_markdown(cfg, outcomes, markdown, chart)
+    raw = cfg.out.with_suffix(".json")
+    write_json(cfg, outcomes, raw)
+    print()
+    print(table(outcomes))
+    print(f"wrote {markdown}, {chart} and {raw.name} in {time.monotonic() - began:.0f} s")
+    failed = [o for o in outcomes if o.errors]
+    if failed:
+        print(f"FAILED CHECKS in {len(failed)} runs: " + ", ".join(o.label for o in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def parse_config(argv: list[str]) -> Config | None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.throughput",
+        description="Email throughput of the worker against a hand-written aiokafka loop.",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny counts, under a minute (CI)")
+    parser.add_argument("--list", action="store_true", help="print the scenarios and exit")
+    parser.add_argument("--scenarios", help="comma-separated names (default: all of the mode's)")
+    parser.add_argument("--jobs", type=int, help="jobs per side, for every chosen scenario")
+    parser.add_argument("--deadline-s", type=float, help="per-side deadline, for every chosen scenario")
+    parser.add_argument(
+        "--concurrency",
+        default=None,
+        help="the worker's EMAIL_CONCURRENCY values for sweep scenarios; others use the largest "
+        "(default 1,10,50; smoke 50)",
+    )
+    parser.add_argument("--loop-inflight", type=int, default=50, help="jobs in flight in the loop")
+    parser.add_argument(
+        "--loop-marks",
+        choices=MARKS,
+        default="in",
+        help="the loop marks jobs sent by one update_many $in per batch (in), one update_one per "
+        "job (each), or by insert_many of marker documents into a second collection (insert)",
+    )
+    parser.add_argument("--sides", default="worker,loop", help="worker, loop or both")
+    parser.add_argument("--resend-timeout-s", type=float, help="RESEND_TIMEOUT_S (default 5; smoke 1)")
+    parser.add_argument(
+        "--worker-dir",
+        type=Path,
+        default=Path(os.environ.get("THROUGHPUT_WORKER_DIR") or REPO_ROOT),
+        help="the checkout whose worker runs (default: this one, or $THROUGHPUT_WORKER_DIR)",
+    )
+    parser.add_argument("--worker-label", help="how the report names the worker (default: git describe)")
+    parser.add_argument("--out", type=Path, help="output stem: STEM.md and STEM.png")
+    parser.add_argument("--keep-logs", action="store_true", help="keep each side's logs in /tmp")
+    args = parser.parse_args(argv)
+
+    catalogue = SMOKE if args.smoke else FULL
+    if args.scenarios:
+        wanted = [n.strip() for n in args.scenarios.split(",") if n.strip()]
+        known = {s.name: s for s in catalogue}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            parser.error(f"unknown scenarios {unknown}; known: {', '.join(known)}")
+        chosen = [known[n] for n in wanted]
+    else:
+        chosen = list(catalogue)
+    if args.jobs:
+        chosen = [replace(s, jobs=args.jobs) for s in chosen]
+    if args.deadline_s:
+        chosen = [replace(s, deadline_s=args.deadline_s) for s in chosen]
+    if args.list:
+        for s in chosen:
+            print(f"{s.name:18} {s.describe()}")
+        return None
+    concurrency = tuple(int(c) for c in (args.concurrency or ("50" if args.smoke else "1,10,50")).split(","))
+    sides = tuple(s.strip() for s in args.sides.split(",") if s.strip())
+    if not set(sides) <= {"worker", "loop"} or not sides:
+        parser.error("--sides takes worker, loop or both")
+    default_out = DEFAULT_OUT.with_name("throughput-smoke") if args.smoke else DEFAULT_OUT
+    return Config(
+        scenarios=tuple(chosen),
+        concurrency=concurrency,
+        loop_inflight=args.loop_inflight,
+        loop_marks=args.loop_marks,
+        sides=sides,
+        resend_timeout_s=args.resend_timeout_s or (1.0 if args.smoke else 5.0),
+        worker_dir=args.worker_dir.resolve(),
+        templates=find_templates(args.worker_dir.resolve()),
+        worker_label=args.worker_label or git_label(args.worker_dir.resolve()),
+        out=(args.out or default_out).resolve(),
+        keep_logs=args.keep_logs,
+        command=" ".join(["python -m benchmarks.throughput", *argv]),
+        smoke=args.smoke,
+    )
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["_loop"]:
+        run_loop_process(argv[1:])
+        return 0
+    cfg = parse_config(argv)
+    if cfg is None:
+        return 0
+    return asyncio.run(run_all(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
