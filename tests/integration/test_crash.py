@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.fakes.resend_server import FakeResend, Reply
+from tests.integration.conftest import KAFKA
 from tests.integration.jobs import mixed_job
+from tests.integration.kafka_tools import records_in
 from tests.polling import eventually
 
 JOB_COUNT = 2_000
@@ -55,3 +58,60 @@ async def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
         return await database["email_deliveries"].count_documents({"status": "sent"}) == JOB_COUNT
 
     await eventually(all_sent, timeout_s=30, what="the ledger to show every job sent")
+
+
+LOADED_JOBS = 1_000
+PROVIDER_LATENCY_S = 0.2
+
+
+async def test_kill_9_with_64_jobs_in_flight_at_200_ms_loses_nothing_and_sends_nothing_twice(
+    start_worker: Any, publisher: JobPublisher, topics: TopicNames, fake_resend: FakeResend, run_id: str
+) -> None:
+    fake_resend.state.latency_s = PROVIDER_LATENCY_S
+    jobs = [mixed_job(i, run_id) for i in range(LOADED_JOBS)]
+    worker = start_worker(EMAIL_CONCURRENCY="64")
+    for job in jobs:
+        await publisher.email(job, topic=topics.email_jobs.main)
+    await eventually(lambda: len(fake_resend.deliveries) >= 300, timeout_s=120, what="300 deliveries")
+    worker.kill()
+    print(f"\nkill -9 with 64 in flight after {len(fake_resend.deliveries)} of {LOADED_JOBS} deliveries")
+
+    start_worker(EMAIL_CONCURRENCY="64")
+    await eventually(
+        lambda: len(fake_resend.deliveries_by_key()) >= LOADED_JOBS, timeout_s=180, what="every job delivered"
+    )
+    by_key = fake_resend.deliveries_by_key()
+    assert sorted(by_key) == sorted(j.job_id for j in jobs)
+    assert sum(len(d) - 1 for d in by_key.values()) == 0, "no job may be sent twice"
+
+
+async def test_sigterm_under_load_drains_in_flight_jobs_and_misroutes_nothing(
+    start_worker: Any, publisher: JobPublisher, topics: TopicNames, fake_resend: FakeResend, run_id: str
+) -> None:
+    fake_resend.state.latency_s = PROVIDER_LATENCY_S
+    jobs = [mixed_job(i, run_id) for i in range(LOADED_JOBS)]
+    env = {"EMAIL_CONCURRENCY": "64", "SHUTDOWN_GRACE_S": "10"}
+    worker = start_worker(**env)
+    for job in jobs:
+        await publisher.email(job, topic=topics.email_jobs.main)
+    await eventually(lambda: len(fake_resend.deliveries) >= 300, timeout_s=120, what="300 deliveries")
+
+    started_s = time.monotonic()
+    worker.stop(timeout_s=60)
+    exit_s = time.monotonic() - started_s
+    print(
+        f"\nSIGTERM with 64 in flight: exited in {exit_s:.1f}s after {len(fake_resend.deliveries)} deliveries"
+    )
+    assert worker.proc is not None
+    assert worker.proc.returncode == 0, worker.log_since_start()[-3000:]
+    assert exit_s < 10 + 5, "in-flight jobs get SHUTDOWN_GRACE_S, then the worker exits"
+    retried = await records_in(KAFKA, topics.email_jobs.retry)
+    assert retried == [], "the shutdown itself must not push jobs to the retry topic"
+
+    start_worker(**env)
+    await eventually(
+        lambda: len(fake_resend.deliveries_by_key()) >= LOADED_JOBS, timeout_s=180, what="every job delivered"
+    )
+    by_key = fake_resend.deliveries_by_key()
+    assert sorted(by_key) == sorted(j.job_id for j in jobs)
+    assert sum(len(d) - 1 for d in by_key.values()) == 0, "no job may be sent twice"
