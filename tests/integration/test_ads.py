@@ -204,7 +204,7 @@ async def test_an_ad_job_with_email_notification_sends_an_ad_ready_email(
     async def caught_up() -> bool:
         return (
             await group_lag(KAFKA, f"worker-{run_id}", topics.email_jobs.main) == 0
-            and await group_lag(KAFKA, f"worker-{run_id}.ad-email-notifier", topics.ad_results) == 0
+            and await group_lag(KAFKA, f"worker-{run_id}.email-notifier", topics.ad_results) == 0
         )
 
     await eventually(caught_up, timeout_s=30, what="the notifier and email path to catch up")
