@@ -1,16 +1,19 @@
-"""Store helpers shared by the ledger and the ads store: failure mapping and stored datetimes."""
+"""Store helpers shared by the ledger and the ads store: failure mapping, stored datetimes and
+unordered bulk inserts with one result per document."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError, WriteError
 
 from processors.errors import TransientError
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 Document = dict[str, Any]
 
@@ -34,3 +37,41 @@ async def guard_store(action: Callable[[], Awaitable[T]]) -> T:
 def aware(value: datetime) -> datetime:
     """A stored datetime as UTC-aware: PyMongo returns naive UTC unless the client is tz_aware."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+DUPLICATE_KEY_CODES = frozenset({11000, 11001, 12582})
+
+
+async def insert_each(
+    collection: AsyncCollection[Document], documents: list[Document]
+) -> list[Exception | None]:
+    """Insert `documents` with one unordered `insert_many`; per document, `None` or its own error.
+
+    A document whose `_id` is taken gets a `DuplicateKeyError`, any other write error a
+    `WriteError`; the other documents are inserted all the same. An error of the whole
+    call (the store unreachable) is raised.
+    """
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        results: list[Exception | None] = [None] * len(documents)
+        for write_error in error.details.get("writeErrors", []):
+            code = write_error.get("code")
+            kind = DuplicateKeyError if code in DUPLICATE_KEY_CODES else WriteError
+            results[write_error["index"]] = kind(write_error.get("errmsg", "write error"), code, write_error)
+        return results
+    return [None] * len(documents)
+
+
+def as_stored(value: V) -> V:
+    """`value` as the store will give it back: datetimes cut to milliseconds (BSON's precision),
+    in nested documents and lists too. Keep documents this way in memory, and what a worker
+    remembers equals what it reads."""
+    stored: Any = value
+    if isinstance(value, datetime):
+        stored = value.replace(microsecond=value.microsecond // 1000 * 1000)
+    elif isinstance(value, dict):
+        stored = {key: as_stored(item) for key, item in value.items()}
+    elif isinstance(value, list):
+        stored = [as_stored(item) for item in value]
+    return cast(V, stored)

@@ -12,7 +12,7 @@ from typing import Any
 
 from processors.ads.generator import AdCopyGenerator
 from processors.ads.jobs import AdJob, AdResult, AdVariant, DocumentRef
-from processors.ads.store import AdStore, Status
+from processors.ads.store import AdStore
 from processors.cancellation import release_on_cancel
 from processors.claims import ClaimOutcome
 from processors.errors import JobError, PermanentError, TransientError
@@ -37,9 +37,6 @@ class AdService:
         Raises `TransientError` to be retried later, `PermanentError` to dead-letter
         (publish `failed_result` for it).
         """
-        stored = await self._store.get(job.job_id)
-        if stored is not None and stored["status"] == Status.SUCCEEDED.value:
-            return result_from_document(stored)
         claim = await self._store.claim(job, now=datetime.now(UTC), lease_s=self._lease_s)
         if claim.outcome is ClaimOutcome.ALREADY_DONE:
             return result_from_document(claim.document)

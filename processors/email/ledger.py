@@ -1,22 +1,29 @@
-"""The delivery ledger: one document per `job_id` in the store.
+"""The delivery ledger: what happened to each email job, by `job_id`.
 
 It makes sending effectively-once under at-least-once delivery. Before sending, a
 worker *claims* the job (`processors.claims`); a job already `sent` is never sent
 again, and a job another worker is sending right now (a live lease) is not touched.
 It never holds the OTP code or the link's token.
+
+The entries live in daily buckets, `email_deliveries_<YYYYMMDD>` (the name of the
+collection given, plus the day), written with inserts only: a new job costs two inserts
+to claim and one to mark, whatever the history, and concurrent jobs share bulk inserts.
+A job is recognised for at least a day after its last claim (Resend keeps an
+idempotency key as long); buckets older than two days are dropped. Read an entry with
+`get(job_id)`, every entry with `entries()`.
 """
 
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from processors import claims
-from processors.claims import Claim, Claims
-from processors.store import guard_store
+from processors.buckets import DAY_S
+from processors.claims import BatchSettings, Claim, Claims
 
 
 class Status(enum.StrEnum):
@@ -27,17 +34,43 @@ class Status(enum.StrEnum):
 
 
 class DeliveryLedger:
-    def __init__(self, collection: AsyncCollection[dict[str, Any]], *, lease_s: float) -> None:
-        self._collection = collection
-        self._claims = Claims(collection, working=Status.SENDING.value, done=Status.SENT.value)
+    """`collection` names the buckets (`<its name>_<day>` in its database); it is not written."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[dict[str, Any]],
+        *,
+        lease_s: float,
+        bucket_s: int = DAY_S,
+        memo_size: int = 10_000,
+        batching: BatchSettings | None = None,
+    ) -> None:
+        self._claims = Claims(
+            collection,
+            working=Status.SENDING.value,
+            done=Status.SENT.value,
+            bucket_s=bucket_s,
+            memo_size=memo_size,
+            batching=batching,
+        )
         self._lease_s = lease_s
 
-    async def ensure_indexes(self) -> None:
-        await guard_store(lambda: self._collection.create_index("job_id", unique=True))
-        await guard_store(lambda: self._collection.create_index("status"))
+    @property
+    def claims(self) -> Claims:
+        return self._claims
+
+    async def ensure_indexes(self, now: datetime | None = None) -> None:
+        """Create today's bucket and drop expired ones (the worker calls it at start)."""
+        await self._claims.prepare(now or datetime.now(UTC))
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        return await guard_store(lambda: self._collection.find_one({"_id": job_id}))
+        """The job's entry: `status`, `type`, `recipient`, `attempts`, `history`, and once sent
+        `provider`, `provider_message_id`, `sent_at`; None if the ledger has none."""
+        return await self._claims.get(job_id)
+
+    async def entries(self) -> list[dict[str, Any]]:
+        """Every job's entry (operators and tests: it reads every bucket)."""
+        return await self._claims.entries()
 
     async def claim(self, *, job_id: str, email_type: str, recipient: str, now: datetime) -> Claim:
         """Take the right to send `job_id` now, or say it was sent (`ClaimOutcome.ALREADY_DONE`).
@@ -49,47 +82,32 @@ class DeliveryLedger:
             job_id,
             now=now,
             lease_s=self._lease_s,
-            on_insert={"type": email_type, "recipient": recipient, "history": []},
+            on_insert={"type": email_type, "recipient": recipient},
         )
 
     async def mark_sent(
         self, *, job_id: str, attempt: int, provider: str, provider_message_id: str, now: datetime
     ) -> None:
-        await guard_store(
-            lambda: self._collection.update_one(
-                {"_id": job_id},
-                {
-                    "$set": {
-                        "status": Status.SENT.value,
-                        "provider": provider,
-                        "provider_message_id": provider_message_id,
-                        "sent_at": now,
-                        "updated_at": now,
-                    },
-                    "$unset": {"lease_until": ""},
-                    "$push": {"history": {"attempt": attempt, "at": now, "outcome": "sent"}},
-                },
-            )
+        await self._claims.finish(
+            job_id,
+            now=now,
+            attempt=attempt,
+            data={"provider": provider, "provider_message_id": provider_message_id, "sent_at": now},
         )
 
     async def mark_failed(
         self, *, job_id: str, attempt: int, error_class: str, permanent: bool, now: datetime
     ) -> None:
         status = Status.FAILED if permanent else Status.RETRYING
-        await guard_store(
-            lambda: self._collection.update_one(
-                {"_id": job_id, "status": Status.SENDING.value},
-                {
-                    "$set": {"status": status.value, "last_error": error_class, "updated_at": now},
-                    "$unset": {"lease_until": ""},
-                    "$push": {
-                        "history": {
-                            "attempt": attempt,
-                            "at": now,
-                            "outcome": status.value,
-                            "error": error_class,
-                        }
-                    },
-                },
-            )
+        await self._claims.release(
+            job_id,
+            status=status.value,
+            now=now,
+            attempt=attempt,
+            data={"last_error": error_class},
+            note={"error": error_class},
         )
+
+    async def aclose(self) -> None:
+        """Wait for the bulk writes still running (call before closing the store client)."""
+        await self._claims.aclose()

@@ -7,6 +7,7 @@ from collections import defaultdict, deque
 from typing import Any
 
 from processors.ads.jobs import AdJob
+from processors.ads.store import AdStore
 from streams.producer import JobPublisher
 from streams.retry import headers as h
 from streams.topics import TopicNames
@@ -95,13 +96,14 @@ async def test_each_model_outcome_ends_where_it_should(
         return len({json.loads(r.record.value)["job_id"] for r in records}) >= len(jobs)
 
     await eventually(all_results, timeout_s=60, what="a result for every ad job")
-    ads = database["ads"]
+    ads = AdStore(database["ads"])  # succeeded copies in `ads`, the rest in its claims
     for product in ("Good lamp", "Repaired lamp", "Limited lamp", "Flaky lamp"):
         [result] = await results_for(topics, jobs[product].job_id)
         assert result["status"] == "succeeded", product
         assert len(result["variants"]) == 2
         assert all(len(v["headline"]) <= 30 and len(v["body"]) <= 90 for v in result["variants"])
-        document = await ads.find_one({"_id": jobs[product].job_id})
+        document = await ads.get(jobs[product].job_id)
+        assert document is not None
         assert document["status"] == "succeeded"
         assert document["model"] == fake_openai.model
     assert script.calls["Good lamp"] == 1
@@ -115,7 +117,9 @@ async def test_each_model_outcome_ends_where_it_should(
         assert result["error_class"] == error_class
         assert dead[job_id].record.headers[h.DLQ_REASON] == "permanent"
         assert dead[job_id].record.headers[h.ERROR_CLASS] == error_class
-        assert (await ads.find_one({"_id": job_id}))["status"] == "failed"
+        failed = await ads.get(job_id)
+        assert failed is not None
+        assert failed["status"] == "failed"
     retried = await records_in(KAFKA, topics.ad_jobs.retry)
     retry_after = [
         int(r.record.headers[h.DUE_AT_MS]) - int(r.record.headers[h.LAST_FAILURE_AT_MS])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from processors.email.ledger import DeliveryLedger
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.fakes.resend_server import FakeResend, Reply
@@ -54,8 +55,10 @@ async def test_a_killed_worker_loses_nothing_and_sends_nothing_twice(
     assert sorted(by_key) == sorted(j.job_id for j in jobs)
     assert duplicates == 0
 
+    ledger = DeliveryLedger(database["email_deliveries"], lease_s=30)  # reads what the workers wrote
+
     async def all_sent() -> bool:
-        return await database["email_deliveries"].count_documents({"status": "sent"}) == JOB_COUNT
+        return sum(entry["status"] == "sent" for entry in await ledger.entries()) == JOB_COUNT
 
     await eventually(all_sent, timeout_s=30, what="the ledger to show every job sent")
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 from processors.email.jobs import SendOtpJob, WelcomeEmailJob
+from processors.email.ledger import DeliveryLedger
 from streams.producer import JobPublisher
 from streams.retry import headers as h
 from streams.topics import TopicNames
@@ -92,7 +93,8 @@ async def test_permanent_failure_is_dead_lettered_after_one_attempt(
     assert letter.record.headers[h.ORIGIN_TOPIC] == topics.email_jobs.main
     assert json.loads(letter.record.value)["job_id"] == job.job_id
     assert len(fake_resend.requests) == 1
-    entry = await database["email_deliveries"].find_one({"_id": job.job_id})
+    entry = await DeliveryLedger(database["email_deliveries"], lease_s=30).get(job.job_id)
+    assert entry is not None
     assert entry["status"] == "failed"
 
 

@@ -68,7 +68,8 @@ async def database() -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
 
 
 @pytest.fixture
-async def store(database: AsyncDatabase[dict[str, Any]]) -> AdStore:
+async def store(database: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[AdStore]:
     ad_store = AdStore(database["ads"])
     await ad_store.ensure_indexes()
-    return ad_store
+    yield ad_store
+    await ad_store.aclose()

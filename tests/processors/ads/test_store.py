@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
@@ -23,6 +24,7 @@ from processors.claims import ClaimOutcome
 from processors.errors import TransientError
 from processors.store import aware
 from tests.processors.ads.conftest import make_job
+from tests.processors.stored import utc
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +117,65 @@ async def test_a_second_success_keeps_the_first_copy(store: AdStore) -> None:
     assert second["model"] == first["model"] == "gpt-fake"
 
 
+async def test_succeeded_copies_are_kept_in_ads_and_claims_in_daily_buckets(
+    store: AdStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    done, failed = make_job(), make_job()
+    for job in (done, failed):
+        await store.claim(job, now=NOW, lease_s=LEASE_S)
+    stored = await store.mark_succeeded(done.job_id, generated(), now=NOW + timedelta(seconds=1))
+    await store.mark_failed(failed.job_id, "refused", "Refusal", now=NOW + timedelta(seconds=1))
+    assert utc(await database["ads"].find().to_list()) == [utc(stored)]
+    assert "ads_claims_20250131" in await database.list_collection_names()
+    document = await store.get(failed.job_id)
+    assert document is not None
+    assert (document["status"], document["error"], document["error_class"]) == (
+        "failed",
+        "refused",
+        "Refusal",
+    )
+
+
+async def test_another_worker_answers_a_succeeded_job_from_the_store(
+    store: AdStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = make_job()
+    await store.claim(job, now=NOW, lease_s=LEASE_S)
+    stored = await store.mark_succeeded(job.job_id, generated(), now=NOW + timedelta(seconds=1))
+    other = AdStore(database["ads"])
+    claim = await other.claim(job, now=NOW + timedelta(hours=20), lease_s=LEASE_S)
+    assert claim.outcome is ClaimOutcome.ALREADY_DONE
+    assert claim.document["variants"] == stored["variants"]
+
+
+async def test_past_the_claims_window_a_job_is_generated_again_but_the_first_copy_stays(
+    store: AdStore, database: AsyncDatabase[dict[str, Any]]
+) -> None:
+    job = make_job()
+    await store.claim(job, now=NOW, lease_s=LEASE_S)
+    first = await store.mark_succeeded(job.job_id, generated(), now=NOW + timedelta(seconds=1))
+    other = AdStore(database["ads"])
+    later = NOW + timedelta(days=2)
+    claim = await other.claim(job, now=later, lease_s=LEASE_S)
+    assert claim.outcome is ClaimOutcome.CLAIMED
+    again = GeneratedCopy(**(generated().__dict__ | {"model": "another-model"}))
+    assert utc(await other.mark_succeeded(job.job_id, again, now=later)) == utc(first)
+    assert (await other.claim(job, now=later, lease_s=LEASE_S)).document["model"] == "gpt-fake"
+
+
 class _FailingCollection:
-    def __init__(self, error: Exception) -> None:
+    """A collection, and its database's, whose every read fails with `error`."""
+
+    def __init__(self, error: Exception, name: str = "ads") -> None:
         self.error = error
+        self.name = name
+
+    @property
+    def database(self) -> _FailingCollection:
+        return self
+
+    def __getitem__(self, name: str) -> _FailingCollection:
+        return _FailingCollection(self.error, name)
 
     async def find_one(self, *args: object, **kwargs: object) -> None:
         raise self.error

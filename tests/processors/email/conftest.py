@@ -27,7 +27,8 @@ async def collection() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def ledger(collection: Any) -> DeliveryLedger:
+async def ledger(collection: Any) -> AsyncIterator[DeliveryLedger]:
     built = DeliveryLedger(collection, lease_s=LEASE_S)
     await built.ensure_indexes()
-    return built
+    yield built
+    await built.aclose()

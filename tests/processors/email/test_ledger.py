@@ -43,7 +43,7 @@ async def test_of_many_concurrent_claims_exactly_one_wins(ledger: DeliveryLedger
     assert all(0 < (e.retry_after_ms or 0) <= 30_000 for e in held)
 
 
-async def test_a_sent_job_is_never_claimed_again(ledger: DeliveryLedger, collection: Any) -> None:
+async def test_a_sent_job_is_never_claimed_again(ledger: DeliveryLedger) -> None:
     first = await claim(ledger, "job-2")
     await ledger.mark_sent(
         job_id="job-2", attempt=first.attempt, provider="resend", provider_message_id="m-1", now=NOW
@@ -51,7 +51,8 @@ async def test_a_sent_job_is_never_claimed_again(ledger: DeliveryLedger, collect
     again = await claim(ledger, "job-2", NOW + timedelta(days=1))
     assert again.outcome is ClaimOutcome.ALREADY_DONE
     assert again.document["provider_message_id"] == "m-1"
-    document = await collection.find_one({"_id": "job-2"})
+    document = await ledger.get("job-2")
+    assert document is not None
     assert document["status"] == "sent"
     assert [h["outcome"] for h in document["history"]] == ["sent"]
 
@@ -66,7 +67,7 @@ async def test_an_expired_lease_can_be_taken_over_and_attempts_are_counted(ledge
 
 
 async def test_a_failed_attempt_is_recorded_and_the_job_can_be_claimed_again(
-    ledger: DeliveryLedger, collection: Any
+    ledger: DeliveryLedger,
 ) -> None:
     first = await claim(ledger, "job-4")
     await ledger.mark_failed(
@@ -74,7 +75,8 @@ async def test_a_failed_attempt_is_recorded_and_the_job_can_be_claimed_again(
     )
     second = await claim(ledger, "job-4", NOW + timedelta(seconds=1))
     assert second.attempt == 2
-    document = await collection.find_one({"_id": "job-4"})
+    document = await ledger.get("job-4")
+    assert document is not None
     assert document["history"] == [{"attempt": 1, "at": NOW, "outcome": "retrying", "error": "Resend503"}]
 
 
@@ -99,7 +101,7 @@ async def test_two_workers_racing_on_one_job_send_one_email(
 
 
 async def test_processing_never_logs_the_code(
-    ledger: DeliveryLedger, tmp_path: Path, caplog: pytest.LogCaptureFixture, collection: Any
+    ledger: DeliveryLedger, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = EmailService(
         renderer=EmailRenderer(TEMPLATES_DIR),
@@ -114,13 +116,16 @@ async def test_processing_never_logs_the_code(
     assert "918273" in (tmp_path / "job-6.eml").read_text()
     assert caplog.records, "processing logs what it does"
     assert all("918273" not in record.getMessage() for record in caplog.records)
-    assert not any("918273" in text for text in texts(await collection.find_one({"_id": "job-6"})))
+    # Nor does any stored document, in any bucket.
+    stored = await ledger.claims.documents()
+    assert {d["job_id"] for d in stored} == {"job-6"}
+    assert not any("918273" in text for text in texts(stored))
 
 
-async def test_a_first_claim_stores_the_whole_entry(ledger: DeliveryLedger, collection: Any) -> None:
+async def test_a_first_claim_stores_the_whole_entry(ledger: DeliveryLedger) -> None:
     claimed = await claim(ledger, "job-7")
     assert (claimed.outcome, claimed.attempt) == (ClaimOutcome.CLAIMED, 1)
-    assert await collection.find_one({"_id": "job-7"}) == {
+    entry = {
         "_id": "job-7",
         "job_id": "job-7",
         "type": "SEND_OTP",
@@ -132,3 +137,44 @@ async def test_a_first_claim_stores_the_whole_entry(ledger: DeliveryLedger, coll
         "updated_at": NOW,
         "history": [],
     }
+    assert claimed.document == entry
+    assert await ledger.get("job-7") == entry
+
+
+async def test_a_sent_entry_has_the_fields_operators_read(ledger: DeliveryLedger) -> None:
+    first = await claim(ledger, "job-8")
+    await ledger.mark_failed(
+        job_id="job-8", attempt=first.attempt, error_class="Resend503", permanent=False, now=NOW
+    )
+    second = await claim(ledger, "job-8", NOW + timedelta(seconds=2))
+    sent_at = NOW + timedelta(seconds=3)
+    await ledger.mark_sent(
+        job_id="job-8", attempt=second.attempt, provider="resend", provider_message_id="m-8", now=sent_at
+    )
+    assert await ledger.get("job-8") == {
+        "_id": "job-8",
+        "job_id": "job-8",
+        "type": "SEND_OTP",
+        "recipient": "ada@example.com",
+        "status": "sent",
+        "attempts": 2,
+        "provider": "resend",
+        "provider_message_id": "m-8",
+        "sent_at": sent_at,
+        "created_at": NOW,
+        "updated_at": sent_at,
+        "history": [
+            {"attempt": 1, "at": NOW, "outcome": "retrying", "error": "Resend503"},
+            {"attempt": 2, "at": sent_at, "outcome": "sent"},
+        ],
+    }
+    assert [(e["job_id"], e["status"]) for e in await ledger.entries()] == [("job-8", "sent")]
+
+
+async def test_the_entries_live_in_daily_buckets_named_after_the_collection(
+    ledger: DeliveryLedger, collection: Any
+) -> None:
+    await claim(ledger, "job-9")
+    names = await collection.database.list_collection_names()
+    assert {"email_deliveries_20251231", "email_deliveries_20260101"} <= set(names)
+    assert "email_deliveries" not in names
