@@ -58,7 +58,13 @@ def build_sender(settings: Settings) -> EmailSender:
         )
         return OutboxSender(settings.email.outbox_dir)
     log.info("sending email through Resend at %s", settings.resend.api_url)
-    return ResendSender(settings.resend.api_key, settings.resend.api_url, settings.resend.timeout_s)
+    return ResendSender(
+        settings.resend.api_key,
+        settings.resend.api_url,
+        settings.resend.timeout_s,
+        # One kept-alive connection per job in flight: a reopened one costs a TLS handshake.
+        max_connections=settings.email.concurrency,
+    )
 
 
 def build_generator(settings: Settings, ad_dlq: str) -> AdCopyGenerator | None:
@@ -121,6 +127,8 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
         await sender.close()
         if generator is not None:
             await generator.aclose()
+        await ledger.aclose()
+        await store.aclose()
         await mongo.close()
 
     return Services(email=email, ads=ads, start=start, close=close)

@@ -83,11 +83,24 @@ def _safe_file_stem(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", key)
 
 
-class _PooledHttpxClient(AsyncHTTPClient):
-    """The SDK's own httpx client opens a connection per request; this one keeps a pool."""
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections to Resend kept open: at least as many as emails in flight."""
 
-    def __init__(self, timeout_s: float) -> None:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s))
+
+class _PooledHttpxClient(AsyncHTTPClient):
+    """The SDK's own httpx client opens a connection per request; this one keeps a pool.
+
+    httpx keeps only 20 idle connections by default: with more requests in flight, every
+    round opens (and closes) the rest anew. Here all `max_connections` stay open.
+    """
+
+    def __init__(self, timeout_s: float, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     async def request(
         self,
@@ -110,11 +123,20 @@ class ResendSender:
 
     name = "resend"
 
-    def __init__(self, api_key: SecretStr, api_url: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        api_key: SecretStr,
+        api_url: str,
+        timeout_s: float,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        """`max_connections`: at least the number of emails in flight, or sends wait for a
+        connection (and the wait counts against `timeout_s`)."""
         # The SDK reads its configuration from module globals.
         resend.api_key = api_key.get_secret_value()
         resend.api_url = api_url.rstrip("/")
-        self._http = _PooledHttpxClient(timeout_s)
+        self._http = _PooledHttpxClient(timeout_s, max_connections)
         resend.default_async_http_client = self._http
 
     async def send(self, email: OutgoingEmail) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from pydantic import SecretStr
 from processors.email.render import RenderedEmail
 from processors.email.senders import OutboxSender, OutgoingEmail, ResendSender
 from processors.errors import PermanentError, TransientError
+from tests.fakes.http import FakeHandler
 from tests.fakes.resend_server import FakeResend, Reply
 
 CONTENT = RenderedEmail(subject="Your code", html="<p>code 123456</p>", text="code 123456\n")
@@ -107,6 +110,40 @@ async def test_slow_provider_times_out_as_transient(fake_resend: FakeResend) -> 
             await slow.send(outgoing())
     finally:
         await slow.close()
+
+
+@pytest.mark.parametrize(("max_connections", "most_opened"), [(64, 64), (16, 16)])
+async def test_sends_in_flight_keep_their_connections_open(
+    fake_resend: FakeResend, monkeypatch: pytest.MonkeyPatch, max_connections: int, most_opened: int
+) -> None:
+    opened = 0
+    lock = threading.Lock()
+    setup = FakeHandler.setup
+
+    def counting_setup(handler: FakeHandler) -> None:
+        nonlocal opened
+        with lock:
+            opened += 1
+        setup(handler)
+
+    monkeypatch.setattr(FakeHandler, "setup", counting_setup)
+    fake_resend.state.latency_s = 0.05  # the 64 sends of a round are in flight together
+    pooled = ResendSender(
+        SecretStr("re_test_key"), fake_resend.url, timeout_s=5.0, max_connections=max_connections
+    )
+    try:
+        for round_ in range(3):
+            await asyncio.gather(*(pooled.send(outgoing(f"job-{round_}-{i}")) for i in range(64)))
+    finally:
+        await pooled.close()
+    assert len(fake_resend.deliveries) == 3 * 64
+    # httpx's default keeps 20 idle connections: each round would open 44 anew.
+    assert opened <= most_opened
+
+
+def test_the_pool_has_at_least_one_connection() -> None:
+    with pytest.raises(ValueError, match="max_connections"):
+        ResendSender(SecretStr("re_test_key"), "http://127.0.0.1:9", timeout_s=1.0, max_connections=0)
 
 
 async def test_outbox_writes_a_mime_email_and_an_html_file(tmp_path: Path) -> None:
