@@ -322,9 +322,13 @@ async def job_ids_in(topic: str) -> set[str]:
 
 
 async def prefill_history(database: str, count: int) -> None:
-    """`count` older, sent jobs in the ledger, shaped like the worker's documents."""
+    """`count` older, sent jobs in the ledger: in the worker's daily buckets (what it reads)
+    and in the loop's single collection (the shape the loop writes)."""
+    from benchmarks.store_shapes import Buckets
+
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
     try:
+        await Buckets(mongo[database]).prefill(count, datetime.now(UTC) - timedelta(hours=3))
         collection = mongo[database][LEDGER]
         then = datetime.now(UTC) - timedelta(days=3)
         chunk = 5000
@@ -1520,7 +1524,9 @@ def parse_config(argv: list[str]) -> Config | None:
     parser.add_argument(
         "--loop-marks",
         choices=MARKS,
-        default="in",
+        # Inserts, as the worker's ledger does: FerretDB serves update_many($in) by a scan
+        # per document, so that loop would measure the store, not the pipeline.
+        default="insert",
         help="the loop marks jobs sent by one update_many $in per batch (in), one update_one per "
         "job (each), or by insert_many of marker documents into a second collection (insert)",
     )
