@@ -324,35 +324,12 @@ async def job_ids_in(topic: str) -> set[str]:
 async def prefill_history(database: str, count: int) -> None:
     """`count` older, sent jobs in the ledger: in the worker's daily buckets (what it reads)
     and in the loop's single collection (the shape the loop writes)."""
-    from benchmarks.store_shapes import Buckets
+    from benchmarks.store_shapes import Buckets, Today
 
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, tz_aware=True)
     try:
         await Buckets(mongo[database]).prefill(count, datetime.now(UTC) - timedelta(hours=3))
-        collection = mongo[database][LEDGER]
-        then = datetime.now(UTC) - timedelta(days=3)
-        chunk = 5000
-        for start in range(0, count, chunk):
-            await collection.insert_many(
-                [
-                    {
-                        "_id": f"old-{i}",
-                        "job_id": f"old-{i}",
-                        "type": "WELCOME_EMAIL",
-                        "recipient": f"old{i % 5000}@example.com",
-                        "status": "sent",
-                        "attempts": 1,
-                        "provider": "resend",
-                        "provider_message_id": str(uuid.UUID(int=i)),
-                        "created_at": then,
-                        "updated_at": then,
-                        "sent_at": then,
-                        "history": [{"attempt": 1, "at": then, "outcome": "sent"}],
-                    }
-                    for i in range(start, min(count, start + chunk))
-                ],
-                ordered=False,
-            )
+        await Today(mongo[database]).prefill(count, datetime.now(UTC) - timedelta(days=3))
     finally:
         await mongo.close()
 
