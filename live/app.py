@@ -16,9 +16,10 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from importlib.resources import files
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -31,7 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from live.feed import DEFAULT_READY_TIMEOUT_S, FeedError, ResultFeed
 from live.hub import DEFAULT_QUEUE_SIZE, Hub, Subscription
 from live.redact import install_log_redaction
-from live.settings import LiveSettings, load_settings
+from live.settings import LiveSettings, kafka_client_options, load_settings
 from live.tokens import InvalidToken, read_token
 from streams.admin import ensure_topics
 
@@ -56,6 +57,7 @@ def create_app(
     replication_factor: int = 1,
     queue_size: int = DEFAULT_QUEUE_SIZE,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+    client_options: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """The notifier for results on `topic`, with tokens signed by `secret`.
 
@@ -63,12 +65,19 @@ def create_app(
     With `topic_partitions`, a missing topic is created with that many partitions first
     (otherwise a broker that auto-creates topics would make a one-partition topic).
     Start-up returns once the consumer has a position on every partition.
+    `client_options` are the Kafka clients' security keywords (`streams.security.client_kwargs`).
     """
     if not secret.get_secret_value():
         raise ValueError("the token secret is empty")
     install_log_redaction()
     hub = Hub(queue_size=queue_size)
-    feed = ResultFeed(hub, bootstrap_servers=bootstrap_servers, topic=topic, ready_timeout_s=ready_timeout_s)
+    feed = ResultFeed(
+        hub,
+        bootstrap_servers=bootstrap_servers,
+        topic=topic,
+        ready_timeout_s=ready_timeout_s,
+        client_options=client_options,
+    )
     page, page_headers = _page_with_headers(files("live").joinpath(PAGE_RESOURCE).read_text(encoding="utf-8"))
     max_ttl_s = token_ttl_s + CLOCK_SKEW_S
 
@@ -113,6 +122,7 @@ def create_app(
                     [topic],
                     partitions=topic_partitions,
                     replication_factor=replication_factor,
+                    client_options=client_options,
                 )
             except KafkaError as error:
                 raise FeedError(f"cannot reach Kafka at {bootstrap_servers}: {error!r}") from None
@@ -220,6 +230,7 @@ def app_from_settings(settings: LiveSettings) -> Starlette:
         topic=settings.results_topic,
         topic_partitions=settings.kafka_topic_partitions if settings.kafka_create_topics else None,
         replication_factor=settings.kafka_replication_factor,
+        client_options=kafka_client_options(),
     )
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -74,9 +75,11 @@ class ResultFeed:
         bootstrap_servers: str,
         topic: str,
         ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._hub = hub
         self._bootstrap_servers = bootstrap_servers
+        self._client_options = {**(client_options or {}), "bootstrap_servers": bootstrap_servers}
         self._topic = topic
         self._ready_timeout_s = ready_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
@@ -93,7 +96,7 @@ class ResultFeed:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
             self._topic,
-            bootstrap_servers=self._bootstrap_servers,
+            **self._client_options,
             client_id="live-notifier",
             group_id=None,
             enable_auto_commit=False,

@@ -5,9 +5,13 @@ Nothing is read at import: `load_settings()` reads the environment when the noti
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.security import client_kwargs
+from streams.settings import KafkaSettings, describe_problems
 from streams.topics import TopicNames
 
 
@@ -59,3 +63,15 @@ def _describe(error: ValidationError) -> str:
         name = str(item["loc"][0]).upper() if item["loc"] else "settings"
         problems.append(f"{name} is not set" if item["type"] == "missing" else f"{name}: {item['msg']}")
     return "; ".join(problems)
+
+
+def kafka_client_options() -> dict[str, Any]:
+    """The Kafka clients' address and security (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`,
+    `KAFKA_SSL_*`), built as the worker builds them."""
+    try:
+        kafka = KafkaSettings()
+    except ValidationError as error:
+        raise LiveConfigError(
+            "invalid configuration: " + "; ".join(describe_problems(KafkaSettings, error))
+        ) from None
+    return client_kwargs(kafka)

@@ -251,7 +251,8 @@ def _env_name(group: type[BaseSettings], field: str) -> str:
     return (str(group.model_config.get("env_prefix", "")) + field).upper()
 
 
-def _problems(group: type[BaseSettings], error: ValidationError) -> list[str]:
+def describe_problems(group: type[BaseSettings], error: ValidationError) -> list[str]:
+    """One `VARIABLE: problem` per error, never the value."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         field = str(item["loc"][0]) if item["loc"] else ""
@@ -269,7 +270,7 @@ def load_settings() -> Settings:
         try:
             groups[name] = group_type()
         except ValidationError as error:
-            problems.extend(_problems(group_type, error))
+            problems.extend(describe_problems(group_type, error))
     if problems:
         raise SettingsError("invalid configuration: " + "; ".join(problems))
     try:

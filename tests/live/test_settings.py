@@ -90,3 +90,28 @@ def test_every_invalid_variable_is_named_on_one_line_and_no_value_is_shown(
     assert "\n" not in message
     for value in (SECRET, "no spaces/allowed", "LOUD"):
         assert value not in message
+
+
+def test_the_live_notifier_connects_with_the_workers_kafka_security(monkeypatch: pytest.MonkeyPatch) -> None:
+    from live.settings import kafka_client_options
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:9094")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "live")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw-123")
+    options = kafka_client_options()
+    assert options["bootstrap_servers"] == "broker:9094"
+    assert (options["security_protocol"], options["sasl_mechanism"]) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert options["sasl_plain_username"] == "live"
+
+
+def test_incomplete_kafka_security_is_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from live.settings import LiveConfigError, kafka_client_options
+
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "pw-123")
+    with pytest.raises(LiveConfigError) as raised:
+        kafka_client_options()
+    assert "KAFKA_SASL_MECHANISM" in str(raised.value)
+    assert "pw-123" not in str(raised.value)
