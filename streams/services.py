@@ -62,7 +62,7 @@ def build_sender(settings: Settings) -> EmailSender:
         settings.resend.api_key,
         settings.resend.api_url,
         settings.resend.timeout_s,
-        # One kept-alive connection per job in flight: a reopened one costs a TLS handshake.
+        # At least one connection per job in flight, or sends queue for a connection.
         max_connections=settings.email.concurrency,
     )
 
