@@ -62,7 +62,7 @@ def build_sender(settings: Settings) -> EmailSender:
         settings.resend.api_key,
         settings.resend.api_url,
         settings.resend.timeout_s,
-        # At least one connection per job in flight, or sends queue for a connection.
+        # One connection per job in flight, or sends queue for a connection.
         max_connections=settings.email.concurrency,
     )
 

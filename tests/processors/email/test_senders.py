@@ -112,8 +112,8 @@ async def test_slow_provider_times_out_as_transient(fake_resend: FakeResend) -> 
         await slow.close()
 
 
-@pytest.mark.parametrize(("max_connections", "most_opened"), [(64, 64 + 2 * 44), (16, 64 + 2 * 44)])
-async def test_sends_in_flight_reuse_their_connections(
+@pytest.mark.parametrize(("max_connections", "most_opened"), [(64, 64), (16, 16)])
+async def test_sends_in_flight_keep_their_connections_open(
     fake_resend: FakeResend, monkeypatch: pytest.MonkeyPatch, max_connections: int, most_opened: int
 ) -> None:
     opened = 0
@@ -137,7 +137,7 @@ async def test_sends_in_flight_reuse_their_connections(
     finally:
         await pooled.close()
     assert len(fake_resend.deliveries) == 3 * 64
-    # 64 opened by the first round; httpx keeps 20 idle, so each later round opens at most 44.
+    # Every connection stays open: httpx's default pool keeps 20 idle and would reopen 44 a round.
     assert opened <= most_opened
 
 
