@@ -828,6 +828,14 @@ BUILT_IN_TEMPLATES = {
 }
 
 
+def _relative(path: Path, root: Path) -> str:
+    """`path` inside the worker's checkout, written without this machine's directories."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path.name
+
+
 def find_templates(worker_dir: Path) -> Path | None:
     """The folder holding the worker's `email/<TYPE>/` templates, wherever the checkout keeps it."""
     for candidate in (worker_dir / "templates", worker_dir / "processors" / "templates"):
@@ -1310,7 +1318,9 @@ Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{cfg.command}`.
   RESEND_TIMEOUT_S={cfg.resend_timeout_s:g}.
 - Loop: {cfg.loop_inflight} jobs in flight, claims by `insert_many`, marks by
   {MARKS[cfg.loop_marks]}; it renders {
-        f"the worker's templates in {cfg.templates}" if cfg.templates else "a built-in copy of WELCOME_EMAIL"
+        f"the worker's templates ({_relative(cfg.templates, cfg.worker_dir)})"
+        if cfg.templates
+        else "a built-in copy of WELCOME_EMAIL"
     }.
 
 Scenarios ({PARTITIONS} partitions each; the Kafka key is the recipient):
