@@ -7,8 +7,7 @@ with the gaps (Parallel Consumer's offset map can outgrow the commit metadata li
 The cost is that a crash repeats the records finished above the watermark, which
 `max_uncommitted_records` bounds.
 
-Pure bookkeeping, no I/O. The idea is `streams.retry.watermark.PartitionWatermark`'s,
-extended with duplicate detection, a count of open offsets, and the last commit.
+Pure bookkeeping, no I/O. The dispatcher and the retry scheduler both commit with it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Non-blocking: every record of the retry topics is read at once into an in-memory
 timer heap (`RetryBuffer`), so a retry due in 1 s never waits behind one due in 10
-minutes. Offsets are committed with a watermark (`PartitionWatermark`): only below the
+minutes. Offsets are committed with a watermark (`PartitionOffsets`, the dispatcher's): only below the
 lowest record not yet redelivered, so a crash loses nothing; the records are read again.
 
 Memory is bounded: when the buffer is full the consumer pauses its partitions until
@@ -23,11 +23,11 @@ from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
+from streams.dispatch.offsets import PartitionOffsets
 from streams.retry import headers as h
 from streams.retry.buffer import Pending, RetryBuffer
 from streams.retry.record import RawRecord
 from streams.retry.routing import Publish
-from streams.retry.watermark import PartitionWatermark
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class RetryScheduler:
         self._targets = dict(targets)
         self._clock_ms = clock_ms
         self._buffer = RetryBuffer(max_records=max_records, max_bytes=max_bytes)
-        self._marks: dict[TopicPartition, PartitionWatermark] = {}
+        self._marks: dict[TopicPartition, PartitionOffsets] = {}
         self._dirty: set[TopicPartition] = set()
         self._paused = False
         self._task: asyncio.Task[None] | None = None
@@ -144,7 +144,8 @@ class RetryScheduler:
 
     def _admit(self, tp: TopicPartition, record: RawRecord) -> None:
         due_at_ms = _int_or(record.headers.get(h.DUE_AT_MS), self._clock_ms())
-        self._marks.setdefault(tp, PartitionWatermark()).started(record.offset)
+        if not self._marks.setdefault(tp, PartitionOffsets()).read(record.offset):
+            raise ValueError(f"offset {record.offset} of {tp} arrived after a later one")
         self._buffer.add(record, due_at_ms)
 
     async def _redeliver(self, due: list[Pending]) -> None:
@@ -163,7 +164,7 @@ class RetryScheduler:
             tp = TopicPartition(pending.record.topic, pending.record.partition)
             mark = self._marks.get(tp)
             if mark is not None:  # None: the partition was revoked meanwhile
-                mark.finished(pending.record.offset)
+                mark.finish(pending.record.offset)
                 self._dirty.add(tp)
             self.redelivered += 1
 
