@@ -1,24 +1,42 @@
-"""A local HTTP server that speaks Resend's `POST /emails` wire format.
+"""A local HTTP server that speaks Resend's `POST /emails` and `POST /emails/batch` wire formats.
 
-It keeps Resend's idempotency semantics: a repeated `Idempotency-Key` with the same
-payload returns the first response and delivers nothing new; with another payload it
-answers 409 `invalid_idempotent_request`. Failures can be scripted per job id.
+It keeps Resend's idempotency semantics, on both endpoints and in one key space: a
+repeated `Idempotency-Key` with the same payload (for a batch: the same list and the
+same `x-batch-validation` mode) replays the first answer exactly and delivers nothing
+new; with another payload it answers 409 `invalid_idempotent_request`. An answer that
+delivered nothing (a 422 for the whole request, a rate-limit 429, a scripted failure)
+stores nothing for its key. Failures can be scripted per idempotency key.
+
+Batches hold 1..100 emails. In `strict` mode (the default) one invalid entry fails the
+whole batch with a 422 naming its index; in `permissive` mode the valid entries are
+delivered and the invalid ones are listed in `errors`. An entry is invalid when `from`,
+`to` or `subject` is missing, when a `to` address is not `x@y.z` or `Name <x@y.z>`, or
+when the address was refused with `reject_address` (the provider refusing an address
+our own validation accepts).
+
+A rate limit can be set per rolling second, counted once per HTTP request and decided
+at arrival: a request that arrives when `per_s` requests were already let through in
+the last second is answered 429 `rate_limit_exceeded` with `retry-after` and the
+`ratelimit-*` headers, as Resend does.
 
 For benchmarks it also keeps each request's arrival time (before its latency), and can
-make requests hang — scripted per idempotency key, or at random with a probability —
-for a set time, after which they are answered as usual (a client that timed out has
-gone by then; its retry meets the idempotency replay).
+make requests hang — scripted per idempotency key, or at random with a probability
+(optionally for batch calls only) — for a set time, after which they are answered as
+usual (a client that timed out has gone by then; its retry meets the idempotency replay).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
+import math
 import random
+import re
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -36,6 +54,16 @@ ERROR_NAMES = {
     503: "application_error",
 }
 
+EMAILS_PATH = "/emails"
+BATCH_PATH = "/emails/batch"
+MAX_BATCH_EMAILS = 100
+RATE_WINDOW_S = 1.0
+VALIDATION_MODES = ("strict", "permissive")
+DEFAULT_REJECTION = "The recipient address was refused by the provider"
+
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>.]+")
+_NAMED_ADDRESS = re.compile(r"[^<>]*<\s*([^<>]+?)\s*>")
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -49,14 +77,18 @@ class Request:
     at_s: float
     idempotency_key: str | None
     authorization: str | None
-    body: dict[str, Any]
+    body: Any  # a dict for /emails, a list of dicts for /emails/batch (None if not JSON)
     status: int
     arrived_s: float = 0.0  # when the request arrived, before latency and hang
     hung_s: float = 0.0  # how long it was held by a hang
+    path: str = EMAILS_PATH
+    emails: int = 1  # entries in the call: 1 for /emails, the list's length for a batch
 
     @property
     def to(self) -> list[str]:
-        return list(self.body.get("to") or [])
+        """The recipients of the call (of every entry, for a batch)."""
+        entries = self.body if isinstance(self.body, list) else [self.body]
+        return [address for entry in entries if isinstance(entry, dict) for address in _recipients(entry)]
 
 
 @dataclass
@@ -66,6 +98,25 @@ class Delivery:
     body: dict[str, Any]
     at_s: float
     arrived_s: float = 0.0  # arrival of the request that delivered it
+    path: str = EMAILS_PATH
+    batch_index: int | None = None  # the entry's index in its batch; None for /emails
+
+    @property
+    def content_key(self) -> str:
+        """A stable string from the recipients, subject, text and html: equal for the same email."""
+        recipients = sorted(_bare(address).lower() for address in _recipients(self.body))
+        parts = [recipients, self.body.get("subject"), self.body.get("text"), self.body.get("html")]
+        return json.dumps(parts, sort_keys=True, ensure_ascii=False)
+
+
+@dataclass
+class _Answer:
+    """What a key was first answered, replayed for a repeat with the same payload."""
+
+    fingerprint: str
+    status: int
+    payload: dict[str, Any]
+    deliveries: list[Delivery]
 
 
 @dataclass
@@ -73,14 +124,18 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[Request] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
-    by_key: dict[str, tuple[str, Delivery]] = field(default_factory=dict)
+    by_key: dict[str, _Answer] = field(default_factory=dict)
     scripts: dict[str, deque[Reply]] = field(default_factory=lambda: defaultdict(deque))
     down: Reply | None = None
     latency_s: float = 0.0
     hangs: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     hang_probability: float = 0.0
     hang_s: float = 0.0
+    hang_only_batches: bool = False
     rng: random.Random = field(default_factory=random.Random)
+    rate_limit_per_s: int | None = None
+    accepted_arrivals_s: list[float] = field(default_factory=list)  # in arrival order
+    rejected: dict[str, str] = field(default_factory=dict)  # lower-cased address -> message
 
 
 class _Server(ThreadingHTTPServer):
@@ -88,28 +143,73 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+def _recipients(entry: dict[str, Any]) -> list[str]:
+    to = entry.get("to")
+    if isinstance(to, str):
+        return [to]
+    if isinstance(to, list):
+        return [str(address) for address in to]
+    return []
+
+
+def _bare(address: str) -> str:
+    """`Name <x@y.z>` -> `x@y.z`; anything else unchanged (stripped)."""
+    named = _NAMED_ADDRESS.fullmatch(address.strip())
+    return named.group(1) if named else address.strip()
+
+
+def _error(status: int, message: str, name: str | None = None) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "name": name or ERROR_NAMES.get(status, "application_error"),
+        "message": message,
+    }
+
+
+def _ceil_s(seconds: float) -> int:
+    """Whole seconds, rounded up, at least 1 (as Resend's `retry-after`)."""
+    return max(1, math.ceil(seconds - 1e-9))
+
+
 class FakeResend:
     def __init__(self) -> None:
         self.state = _State()
         state = self.state
+        fake = self
 
         class Handler(FakeHandler):
             def do_POST(self) -> None:
-                arrived_s = time.time()
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                if self.path.rstrip("/") != "/emails":
+                path = self.path.split("?", 1)[0].rstrip("/")
+                if path not in (EMAILS_PATH, BATCH_PATH):
+                    self._read_body()
                     self._reply(404, {"statusCode": 404, "name": "not_found", "message": "Not found"})
                     return
-                body = json.loads(raw or b"{}")
+                arrived_s, limited, rate_headers = fake._admit()
+                raw = self._read_body()
                 key = self.headers.get("Idempotency-Key")
-                hung_s = self._hang_for(key)
+                try:
+                    body: Any = json.loads(raw or b"{}")
+                except ValueError:
+                    body = None
+                emails = (len(body) if isinstance(body, list) else 0) if path == BATCH_PATH else 1
+                hung_s = 0.0 if limited else self._hang_for(key, batch=path == BATCH_PATH)
                 if hung_s:
                     time.sleep(hung_s)
                 if state.latency_s:
                     time.sleep(state.latency_s)
+                status: int
+                payload: dict[str, Any]
+                headers: dict[str, str]
                 with state.lock:
-                    status, payload, headers = self._decide(key, body, arrived_s)
+                    if limited:
+                        status, payload, headers = 429, fake._rate_limited_payload(), {}
+                    elif body is None:
+                        status, payload, headers = 400, _error(400, "The body is not valid JSON"), {}
+                    elif path == BATCH_PATH:
+                        mode = (self.headers.get("x-batch-validation") or "strict").strip().lower()
+                        status, payload, headers = fake._decide_batch(key, body, mode, arrived_s)
+                    else:
+                        status, payload, headers = fake._decide_single(key, body, arrived_s)
                     state.requests.append(
                         Request(
                             time.time(),
@@ -119,59 +219,27 @@ class FakeResend:
                             status,
                             arrived_s=arrived_s,
                             hung_s=hung_s,
+                            path=path,
+                            emails=emails,
                         )
                     )
-                self._reply(status, payload, headers)
+                self._reply(status, payload, {**rate_headers, **headers})
 
-            def _hang_for(self, key: str | None) -> float:
+            def _read_body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length)
+
+            def _hang_for(self, key: str | None, *, batch: bool) -> float:
                 with state.lock:
                     if key is not None and state.hangs.get(key):
                         return state.hangs[key].popleft()
-                    if state.hang_probability and state.rng.random() < state.hang_probability:
+                    if (
+                        state.hang_probability
+                        and (batch or not state.hang_only_batches)
+                        and state.rng.random() < state.hang_probability
+                    ):
                         return state.hang_s
                 return 0.0
-
-            def _decide(
-                self, key: str | None, body: dict[str, Any], arrived_s: float
-            ) -> tuple[int, dict[str, Any], dict[str, str]]:
-                reply = state.down
-                if reply is None and key is not None and state.scripts.get(key):
-                    reply = state.scripts[key].popleft()
-                if reply is not None:
-                    headers = {}
-                    if reply.retry_after_s is not None:
-                        headers["retry-after"] = str(reply.retry_after_s)
-                    name = reply.error_name or ERROR_NAMES.get(reply.status, "application_error")
-                    return (
-                        reply.status,
-                        {"statusCode": reply.status, "name": name, "message": f"scripted {reply.status}"},
-                        headers,
-                    )
-                if not body.get("to") or not body.get("from") or not body.get("subject"):
-                    return (
-                        422,
-                        {"statusCode": 422, "name": "validation_error", "message": "Missing fields"},
-                        {},
-                    )
-                fingerprint = json.dumps(body, sort_keys=True)
-                if key is not None and key in state.by_key:
-                    seen_fingerprint, delivery = state.by_key[key]
-                    if seen_fingerprint != fingerprint:
-                        return (
-                            409,
-                            {
-                                "statusCode": 409,
-                                "name": "invalid_idempotent_request",
-                                "message": "Same key, other payload",
-                            },
-                            {},
-                        )
-                    return 200, {"id": delivery.email_id}, {}
-                delivery = Delivery(str(uuid.uuid4()), key, body, time.time(), arrived_s=arrived_s)
-                state.deliveries.append(delivery)
-                if key is not None:
-                    state.by_key[key] = (fingerprint, delivery)
-                return 200, {"id": delivery.email_id}, {}
 
             def _reply(
                 self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
@@ -191,10 +259,167 @@ class FakeResend:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
+    # --- the decisions (called with the state lock held, except `_admit`) ---
+
+    def _admit(self) -> tuple[float, bool, dict[str, str]]:
+        """At arrival: (arrival time, refused by the rate limit?, the `ratelimit-*` headers).
+
+        The clock is read under the lock, so accepted arrivals are recorded in order and
+        no window of `RATE_WINDOW_S` ever holds more than the limit.
+        """
+        state = self.state
+        with state.lock:
+            now_s = time.time()
+            limit = state.rate_limit_per_s
+            arrivals = state.accepted_arrivals_s
+            if limit is None:
+                arrivals.append(now_s)
+                return now_s, False, {}
+            first_in_window = bisect.bisect_right(arrivals, now_s - RATE_WINDOW_S)
+            in_window = len(arrivals) - first_in_window
+            if in_window >= limit:
+                # The window frees when the oldest request still in it leaves.
+                frees_in_s = _ceil_s(arrivals[first_in_window] + RATE_WINDOW_S - now_s)
+                return (
+                    now_s,
+                    True,
+                    {
+                        "retry-after": str(frees_in_s),
+                        "ratelimit-limit": str(limit),
+                        "ratelimit-remaining": "0",
+                        "ratelimit-reset": str(frees_in_s),
+                    },
+                )
+            arrivals.append(now_s)
+            oldest_s = arrivals[first_in_window]
+            return (
+                now_s,
+                False,
+                {
+                    "ratelimit-limit": str(limit),
+                    "ratelimit-remaining": str(limit - in_window - 1),
+                    "ratelimit-reset": str(_ceil_s(oldest_s + RATE_WINDOW_S - now_s)),
+                },
+            )
+
+    def _rate_limited_payload(self) -> dict[str, Any]:
+        limit = self.state.rate_limit_per_s
+        return _error(
+            429,
+            f"Too many requests. You can only make {limit} requests per second. "
+            "See rate limit response headers for more information.",
+        )
+
+    def _forced(self, key: str | None) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """A reply from `set_down` or a script for this key, if there is one."""
+        state = self.state
+        reply = state.down
+        if reply is None and key is not None and state.scripts.get(key):
+            reply = state.scripts[key].popleft()
+        if reply is None:
+            return None
+        headers: dict[str, str] = {}
+        if reply.retry_after_s is not None:
+            headers["retry-after"] = str(reply.retry_after_s)
+        return reply.status, _error(reply.status, f"scripted {reply.status}", reply.error_name), headers
+
+    def _invalid(self, entry: Any) -> str | None:
+        """Why this email would be refused, or None if it is valid."""
+        if not isinstance(entry, dict):
+            return "Each email must be an object"
+        for name in ("from", "to", "subject"):
+            if not entry.get(name):
+                return f"Missing `{name}` field."
+        to = entry["to"]
+        if not isinstance(to, str | list):
+            return "Invalid `to` field. It must be a string or a list of strings."
+        for address in _recipients(entry):
+            if not _ADDRESS.fullmatch(_bare(address)):
+                return (
+                    "Invalid `to` field. The email address needs to follow the "
+                    "`email@example.com` or `Name <email@example.com>` format."
+                )
+            rejection = self.state.rejected.get(_bare(address).lower())
+            if rejection is not None:
+                return rejection
+        return None
+
+    def _replay(self, key: str | None, fingerprint: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """The first answer for this key if the payload is the same; a 409 if not; None if new."""
+        if key is None or key not in self.state.by_key:
+            return None
+        answer = self.state.by_key[key]
+        if answer.fingerprint != fingerprint:
+            return 409, _error(409, "Same idempotency key used with a different payload"), {}
+        return answer.status, answer.payload, {}
+
+    def _deliver(
+        self, key: str | None, entry: dict[str, Any], arrived_s: float, path: str, index: int | None
+    ) -> Delivery:
+        delivery = Delivery(
+            str(uuid.uuid4()), key, entry, time.time(), arrived_s=arrived_s, path=path, batch_index=index
+        )
+        self.state.deliveries.append(delivery)
+        return delivery
+
+    def _decide_single(
+        self, key: str | None, body: Any, arrived_s: float
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        forced = self._forced(key)
+        if forced is not None:
+            return forced
+        problem = self._invalid(body)
+        if problem is not None:
+            return 422, _error(422, problem), {}
+        fingerprint = json.dumps([EMAILS_PATH, body], sort_keys=True)
+        replayed = self._replay(key, fingerprint)
+        if replayed is not None:
+            return replayed
+        delivery = self._deliver(key, body, arrived_s, EMAILS_PATH, None)
+        payload = {"id": delivery.email_id}
+        if key is not None:
+            self.state.by_key[key] = _Answer(fingerprint, 200, payload, [delivery])
+        return 200, payload, {}
+
+    def _decide_batch(
+        self, key: str | None, body: Any, mode: str, arrived_s: float
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        forced = self._forced(key)
+        if forced is not None:
+            return forced
+        if mode not in VALIDATION_MODES:
+            return 422, _error(422, "`x-batch-validation` must be `strict` or `permissive`"), {}
+        if not isinstance(body, list) or not body:
+            return 422, _error(422, "The body must be a list of 1 to 100 emails"), {}
+        if len(body) > MAX_BATCH_EMAILS:
+            return 422, _error(422, f"Too many emails in the batch: {len(body)}, at most 100"), {}
+        problems = {index: self._invalid(entry) for index, entry in enumerate(body)}
+        errors = [{"index": index, "message": problem} for index, problem in problems.items() if problem]
+        if errors and mode == "strict":
+            first = errors[0]
+            return 422, _error(422, f"emails[{first['index']}]: {first['message']}"), {}
+        fingerprint = json.dumps([BATCH_PATH, mode, body], sort_keys=True)
+        replayed = self._replay(key, fingerprint)
+        if replayed is not None:
+            return replayed
+        deliveries = [
+            self._deliver(key, entry, arrived_s, BATCH_PATH, index)
+            for index, entry in enumerate(body)
+            if problems[index] is None
+        ]
+        payload: dict[str, Any] = {"data": [{"id": delivery.email_id} for delivery in deliveries]}
+        if mode == "permissive":
+            payload["errors"] = errors
+        if key is not None:
+            self.state.by_key[key] = _Answer(fingerprint, 200, payload, deliveries)
+        return 200, payload, {}
+
+    # --- the public API ---
+
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> FakeResend:
         self._thread.start()
@@ -214,17 +439,35 @@ class FakeResend:
         with self.state.lock:
             self.state.hangs[idempotency_key].extend(seconds)
 
-    def set_hang_probability(self, probability: float, seconds: float, *, seed: int | None = None) -> None:
-        """Hold each request (any key) for `seconds` with this probability; 0 turns it off."""
+    def set_hang_probability(
+        self, probability: float, seconds: float, *, seed: int | None = None, only_batches: bool = False
+    ) -> None:
+        """Hold each request (any key) for `seconds` with this probability; 0 turns it off.
+
+        With `only_batches`, only `/emails/batch` calls are held.
+        """
         with self.state.lock:
             self.state.hang_probability = probability
             self.state.hang_s = seconds
+            self.state.hang_only_batches = only_batches
             self.state.rng = random.Random(seed)
 
     def set_down(self, reply: Reply | None) -> None:
         """Answer every request with `reply` until called with None."""
         with self.state.lock:
             self.state.down = reply
+
+    def set_rate_limit(self, per_s: int | None) -> None:
+        """Let at most `per_s` requests through per rolling second (None: no limit, the default)."""
+        if per_s is not None and per_s < 1:
+            raise ValueError("per_s must be at least 1, or None")
+        with self.state.lock:
+            self.state.rate_limit_per_s = per_s
+
+    def reject_address(self, address: str, message: str = DEFAULT_REJECTION) -> None:
+        """Answer emails to this address with a 422 `validation_error` (a batch entry: an error)."""
+        with self.state.lock:
+            self.state.rejected[_bare(address).lower()] = message
 
     @property
     def requests(self) -> list[Request]:
@@ -246,3 +489,28 @@ class FakeResend:
         for delivery in self.deliveries:
             out[delivery.idempotency_key].append(delivery)
         return out
+
+    def duplicates_by_content(self) -> dict[str, int]:
+        """Content keys delivered more than once (in or across batches, under any key), with counts."""
+        counts = Counter(delivery.content_key for delivery in self.deliveries)
+        return {content: count for content, count in counts.items() if count > 1}
+
+    def accepted_arrivals_s(self) -> list[float]:
+        """Arrival times (epoch seconds) of the requests the rate limit let through, in order."""
+        with self.state.lock:
+            return list(self.state.accepted_arrivals_s)
+
+    def max_accepted_in_any_window(self, window_s: float = RATE_WINDOW_S) -> int:
+        """The most accepted arrivals within any half-open window `[t, t + window_s)`."""
+        arrivals = sorted(self.accepted_arrivals_s())
+        most = 0
+        end = 0
+        for start, start_s in enumerate(arrivals):
+            while end < len(arrivals) and arrivals[end] < start_s + window_s:
+                end += 1
+            most = max(most, end - start)
+        return most
+
+    def count_by_status(self) -> dict[int, int]:
+        """How many requests were answered with each HTTP status (404s for other paths aside)."""
+        return dict(Counter(request.status for request in self.requests))

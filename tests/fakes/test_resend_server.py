@@ -1,0 +1,273 @@
+"""The fake Resend, driven by the real SDK: rate limit, batches, idempotency, hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+import pytest
+import resend
+from resend.exceptions import ResendError
+from resend.http_client_httpx import HTTPXClient
+
+from tests.fakes.resend_server import BATCH_PATH, EMAILS_PATH, FakeResend, Reply
+from tests.polling import eventually
+
+SENDER = "Acme <no-reply@example.com>"
+
+
+@pytest.fixture
+def sdk(fake_resend: FakeResend, monkeypatch: pytest.MonkeyPatch) -> FakeResend:
+    """The SDK's module globals point at the fake (and are restored afterwards)."""
+    monkeypatch.setattr(resend, "api_url", fake_resend.url)
+    monkeypatch.setattr(resend, "api_key", "re_test")
+    monkeypatch.setattr(resend, "default_async_http_client", HTTPXClient(timeout=5))
+    return fake_resend
+
+
+def email(to: str = "ada@example.com", subject: str = "Hello", text: str = "hi") -> resend.Emails.SendParams:
+    return {"from": SENDER, "to": [to], "subject": subject, "text": text, "html": f"<p>{text}</p>"}
+
+
+async def send(params: resend.Emails.SendParams, key: str | None = None) -> Any:
+    options: resend.Emails.SendOptions = {"idempotency_key": key} if key else {}
+    return await resend.Emails.send_async(params, options)
+
+
+async def send_batch(
+    params: list[resend.Emails.SendParams],
+    key: str | None = None,
+    mode: Literal["strict", "permissive"] | None = None,
+) -> Any:
+    options: resend.Batch.SendOptions = {}
+    if key:
+        options["idempotency_key"] = key
+    if mode:
+        options["batch_validation"] = mode
+    return await resend.Batch.send_async(params, options or None)
+
+
+# --- rate limit ---
+
+
+async def test_a_rolling_second_lets_the_limit_through_and_answers_the_rest_429(sdk: FakeResend) -> None:
+    # Given a limit of 2 requests per second
+    sdk.set_rate_limit(2)
+
+    # When 5 requests arrive at once
+    results = await asyncio.gather(
+        *(send(email(subject=f"n{i}"), f"rate-{i}") for i in range(5)), return_exceptions=True
+    )
+
+    # Then 2 are accepted and 3 are answered 429 with a retry-after of at least a second
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, ResendError)]
+    assert len(accepted) == 2
+    assert len(refused) == 3
+    for error in refused:
+        assert str(error.code) == "429"
+        assert error.error_type == "rate_limit_exceeded"
+        assert int(error.headers["retry-after"]) >= 1
+        assert error.headers["ratelimit-limit"] == "2"
+        assert error.headers["ratelimit-remaining"] == "0"
+        assert int(error.headers["ratelimit-reset"]) >= 1
+    for response in accepted:
+        assert response["http_headers"]["ratelimit-limit"] == "2"
+    assert sdk.count_by_status() == {200: 2, 429: 3}
+    assert sdk.delivery_count == 2
+
+    # And once the window has freed, a request is accepted again
+    last_accepted_s = sdk.accepted_arrivals_s()[-1]
+    await eventually(lambda: time.time() > last_accepted_s + 1.0, timeout_s=3, what="the window to free")
+    await send(email(subject="later"), "rate-later")
+    assert sdk.count_by_status() == {200: 3, 429: 3}
+    assert len(sdk.accepted_arrivals_s()) == 3
+    assert sdk.max_accepted_in_any_window() <= 2
+
+
+async def test_a_429_stores_nothing_for_its_key(sdk: FakeResend) -> None:
+    # Given a limit of 1, used up
+    sdk.set_rate_limit(1)
+    await send(email(subject="first"), "k-first")
+
+    # When a second key is refused, and retried with the same key once the window frees
+    with pytest.raises(ResendError) as caught:
+        await send(email(subject="second"), "k-second")
+    assert str(caught.value.code) == "429"
+    first_s = sdk.accepted_arrivals_s()[0]
+    await eventually(lambda: time.time() > first_s + 1.0, timeout_s=3, what="the window to free")
+    response = await send(email(subject="second"), "k-second")
+
+    # Then the retry is processed normally: delivered once
+    assert [d.email_id for d in sdk.deliveries_by_key()["k-second"]] == [response["id"]]
+
+
+def test_max_accepted_in_any_window_counts_half_open_windows(fake_resend: FakeResend) -> None:
+    fake_resend.state.accepted_arrivals_s.extend([10.0, 10.5, 11.0, 11.2, 11.4, 13.0])
+    assert fake_resend.max_accepted_in_any_window() == 4  # [10.5, 11.5)
+    assert fake_resend.max_accepted_in_any_window(0.5) == 3  # [11.0, 11.5)
+    assert fake_resend.max_accepted_in_any_window(0.4) == 2
+
+
+# --- batches ---
+
+
+async def test_a_strict_batch_with_a_bad_entry_delivers_nothing(sdk: FakeResend) -> None:
+    # Given a batch whose second entry has an address that is not x@y.z
+    batch = [email("ada@example.com"), email("not-an-address"), email("Bob <bob@example.com>")]
+
+    # When it is sent without a validation mode (strict by default)
+    with pytest.raises(ResendError) as caught:
+        await send_batch(batch, "batch-strict")
+
+    # Then the whole batch is refused, naming the index, and nothing is delivered
+    assert str(caught.value.code) == "422"
+    assert caught.value.error_type == "validation_error"
+    assert "[1]" in caught.value.message
+    assert sdk.delivery_count == 0
+    [request] = sdk.requests
+    assert (request.path, request.emails, request.status) == (BATCH_PATH, 3, 422)
+
+
+async def test_a_permissive_batch_delivers_the_valid_entries_and_lists_the_errors(sdk: FakeResend) -> None:
+    # Given a batch with one malformed address and one the provider refuses
+    sdk.reject_address("eve@example.com", "suppressed")
+    batch = [
+        email("ada@example.com"),
+        email("nope@"),
+        email("Bob <bob@example.com>"),
+        email("Eve <EVE@example.com>"),
+    ]
+
+    # When it is sent in permissive mode
+    response = await send_batch(batch, "batch-permissive", "permissive")
+
+    # Then the valid entries are delivered, in order, and the others are errors with their index
+    deliveries = sdk.deliveries
+    assert [d.batch_index for d in deliveries] == [0, 2]
+    assert {d.path for d in deliveries} == {BATCH_PATH}
+    assert [item["id"] for item in response["data"]] == [d.email_id for d in deliveries]
+    assert [error["index"] for error in response["errors"]] == [1, 3]
+    assert response["errors"][1]["message"] == "suppressed"
+    assert len(sdk.deliveries_by_key()["batch-permissive"]) == 2
+
+
+async def test_a_strict_batch_has_no_errors_field(sdk: FakeResend) -> None:
+    response = await send_batch([email("ada@example.com"), email("bob@example.com")], "batch-ok")
+    assert len(response["data"]) == 2
+    assert "errors" not in response
+
+
+@pytest.mark.parametrize("size", [0, 101])
+async def test_an_empty_or_oversized_batch_is_refused(sdk: FakeResend, size: int) -> None:
+    with pytest.raises(ResendError) as caught:
+        await send_batch([email(subject=f"n{i}") for i in range(size)], f"batch-{size}", "permissive")
+    assert str(caught.value.code) == "422"
+    assert sdk.delivery_count == 0
+
+
+async def test_a_single_email_to_a_rejected_address_is_refused(sdk: FakeResend) -> None:
+    sdk.reject_address("ada@example.com")
+    with pytest.raises(ResendError) as caught:
+        await send(email("ada@example.com"), "single-rejected")
+    assert str(caught.value.code) == "422"
+    assert caught.value.error_type == "validation_error"
+    assert sdk.delivery_count == 0
+
+
+# --- idempotency ---
+
+
+async def test_a_repeated_batch_replays_the_first_answer_and_delivers_nothing_new(sdk: FakeResend) -> None:
+    # Given a permissive batch already answered
+    batch = [email("ada@example.com"), email("bad"), email("bob@example.com")]
+    first = await send_batch(batch, "batch-replay", "permissive")
+
+    # When it is sent again with the same key and payload
+    second = await send_batch(batch, "batch-replay", "permissive")
+
+    # Then the answer is the same (ids and errors) and nothing more is delivered
+    assert second["data"] == first["data"]
+    assert second["errors"] == first["errors"]
+    assert sdk.delivery_count == 2
+    assert [r.status for r in sdk.requests] == [200, 200]
+
+
+async def test_a_key_reused_with_another_payload_is_409(sdk: FakeResend) -> None:
+    await send_batch([email("ada@example.com")], "batch-409", "permissive")
+
+    # Another list, the same list in another mode, and a single email: all conflict
+    for attempt in (
+        send_batch([email("bob@example.com")], "batch-409", "permissive"),
+        send_batch([email("ada@example.com")], "batch-409", "strict"),
+        send(email("ada@example.com"), "batch-409"),
+    ):
+        with pytest.raises(ResendError) as caught:
+            await attempt
+        assert str(caught.value.code) == "409"
+        assert caught.value.error_type == "invalid_idempotent_request"
+    assert sdk.delivery_count == 1
+
+
+async def test_a_duplicate_across_two_batches_is_found_by_content(sdk: FakeResend) -> None:
+    # Given the same email in two batches under different keys
+    await send_batch([email("ada@example.com", "Code"), email("bob@example.com", "Code")], "batch-a")
+    await send_batch([email("Ada <ADA@example.com>", "Code"), email("eve@example.com", "Code")], "batch-b")
+
+    # Then the idempotency keys see nothing, but the content does
+    duplicates = sdk.duplicates_by_content()
+    assert list(duplicates.values()) == [2]
+    [content_key] = duplicates
+    assert "ada@example.com" in content_key
+
+
+async def test_scripted_replies_and_down_apply_to_batches(sdk: FakeResend) -> None:
+    sdk.script("batch-scripted", Reply(503))
+    with pytest.raises(ResendError) as caught:
+        await send_batch([email()], "batch-scripted")
+    assert str(caught.value.code) == "503"
+    response = await send_batch([email()], "batch-scripted")
+    assert len(response["data"]) == 1
+
+    sdk.set_down(Reply(500))
+    with pytest.raises(ResendError):
+        await send_batch([email("bob@example.com")], "batch-down")
+    assert sdk.delivery_count == 1
+
+
+# --- hangs ---
+
+
+async def test_hangs_can_hold_batch_calls_only(sdk: FakeResend) -> None:
+    # Given every batch call held 0.2 s, and single sends left alone
+    sdk.set_hang_probability(1.0, 0.2, seed=1, only_batches=True)
+
+    # When one of each is sent
+    await send(email(subject="single"), "hang-single")
+    await send_batch([email(subject="batched")], "hang-batch")
+
+    # Then only the batch was held
+    hung = {request.path: request.hung_s for request in sdk.requests}
+    assert hung == {EMAILS_PATH: 0.0, BATCH_PATH: 0.2}
+
+
+async def test_a_hung_batch_is_decided_after_its_retry_and_replays(
+    sdk: FakeResend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a batch whose first call hangs past the client's timeout
+    sdk.hang("batch-hung", 1.0)
+    batch = [email("ada@example.com"), email("bob@example.com")]
+    monkeypatch.setattr(resend, "default_async_http_client", HTTPXClient(timeout=0.3))  # type: ignore[arg-type]
+    with pytest.raises(ResendError) as caught:
+        await send_batch(batch, "batch-hung")
+    assert caught.value.error_type == "HttpClientError"
+
+    # When the retry arrives meanwhile
+    retry = await send_batch(batch, "batch-hung")
+
+    # Then the retry delivers, and the late call, decided afterwards, replays it
+    await eventually(lambda: len(sdk.requests) == 2, timeout_s=3, what="the hung call's answer")
+    assert [r.status for r in sdk.requests] == [200, 200]
+    assert [r.hung_s for r in sdk.requests] == [0.0, 1.0]
+    assert [d.email_id for d in sdk.deliveries] == [item["id"] for item in retry["data"]]
