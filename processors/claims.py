@@ -18,7 +18,9 @@ the hot path is made of inserts, whose `_id` says what they decide:
 
 - `<job>`: the claim of attempt 1; `<job>#<n>`: the claim of attempt n (the unique `_id`
   lets exactly one worker take an attempt);
-- `<job>#<n>!`: attempt n released (`retrying`/`failed`); `<job>!`: the job done.
+- `<job>#<n>!`: attempt n released (`retrying`/`failed`); `<job>!`: the job done;
+- `<job>#<n>~`: a note on attempt n, written before acting (`note`): say, how an email
+  is about to be sent, so that the next attempt repeats exactly that.
 
 A job's documents live in collections bucketed by time (`processors.buckets`): a claim
 goes into the bucket of the current period *and* the previous one (previous first), so
@@ -69,7 +71,7 @@ FAILED = "failed"
 
 # Fields of the merged document that the claim itself owns; a store's fields must not use them.
 PROTOCOL_FIELDS = frozenset(
-    {"_id", "job_id", "status", "attempts", "lease_until", "created_at", "updated_at", "history"}
+    {"_id", "job_id", "status", "attempts", "lease_until", "created_at", "updated_at", "history", "notes"}
 )
 # The documents changed between two calls of one claim: look again soon.
 _RACE_RETRY_AFTER_MS = 100
@@ -82,6 +84,7 @@ _CLAIM = "claim"
 _SEEN = "seen"  # the job's anchor in a bucket, written by a claim of attempt >= 2
 _RELEASE = "release"
 _DONE = "done"
+_NOTE = "note"
 
 
 class ClaimOutcome(enum.Enum):
@@ -273,6 +276,29 @@ class Claims:
             known.add(doc)
             if known.mine == attempt:
                 known.mine = None
+
+    async def note(self, job_id: str, *, attempt: int, now: datetime, data: Document) -> None:
+        """Record `data` about `attempt` before acting on it; the job's document lists its
+        notes under `notes` (`attempt`, `at` and `data`'s fields), oldest first.
+
+        One note per attempt: a second one raises `DuplicateKeyError`. A store error
+        raises too, and then the caller must not act, since the note may be missing.
+        """
+        period = await self._enter(now)
+        doc: Document = as_stored(
+            {
+                "_id": f"{job_id}#{attempt}~",
+                "job_id": job_id,
+                "kind": _NOTE,
+                "attempt": attempt,
+                "at": now,
+                "data": dict(data),
+            }
+        )
+        await self._insert(period, doc)
+        known = self._recall(job_id)
+        if known is not None:
+            known.add(doc)
 
     async def finish(
         self,
@@ -525,6 +551,12 @@ class Claims:
             {"attempt": d["attempt"], "at": d["at"], "outcome": d["status"], **(d.get("note") or {})}
             for d in sorted([*releases.values(), *dones[:1]], key=lambda d: (d["attempt"], aware(d["at"])))
         ]
+        notes = [
+            {"attempt": d["attempt"], "at": d["at"], **(d.get("data") or {})}
+            for d in sorted((d for d in docs if d["kind"] == _NOTE), key=lambda d: d["attempt"])
+        ]
+        if notes:
+            view["notes"] = notes
         view.update(
             status=status,
             attempts=attempts,

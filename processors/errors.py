@@ -37,6 +37,14 @@ class TransientError(JobError):
         self.retry_after_ms = retry_after_ms
 
 
+class RateLimited(TransientError):
+    """The provider refused the request for its rate limit; it did nothing with it.
+
+    A sender that keeps a rate budget waits `retry_after_ms` and tries again itself, so a
+    rate limit alone costs a job no attempt.
+    """
+
+
 class PermanentError(JobError):
     """A failure that will happen again on every attempt: validation, auth, refusals."""
 

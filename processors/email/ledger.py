@@ -11,11 +11,19 @@ to claim and one to mark, whatever the history, and concurrent jobs share bulk i
 A job is recognised for at least a day after its last claim (Resend keeps an
 idempotency key as long); buckets older than two days are dropped. Read an entry with
 `get(job_id)`, every entry with `entries()`.
+
+**Batches.** Before a batch call, `record_batch` stores the call itself
+(`processors.email.batches`, with the rendered emails: the one place the ledger holds a
+code, until its bucket is dropped) and notes on each member's attempt which batch it
+joined. While a member's batch has no known outcome, `pending_batch` names it, and the
+next attempt must repeat that call, never send the job alone or in another batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +32,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from processors import claims
 from processors.buckets import DAY_S
 from processors.claims import BatchSettings, Claim, Claims
+from processors.email.batches import BatchRecords, RecordedBatch
+from processors.store import Document
 
 
 class Status(enum.StrEnum):
@@ -31,6 +41,37 @@ class Status(enum.StrEnum):
     SENT = "sent"
     RETRYING = claims.RETRYING
     FAILED = claims.FAILED
+
+
+class Sent(enum.StrEnum):
+    """What a failed attempt is known to have sent."""
+
+    NO = "no"  # the provider answered, and this email was not accepted
+    UNKNOWN = "unknown"  # a timeout, a 5xx, an interruption: it may have gone out
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    batch_id: str
+    at: datetime
+
+
+def pending_batch(document: Document) -> PendingBatch | None:
+    """The batch a job joined whose outcome for it is still unknown, from its document.
+
+    After a job joins a batch, each later attempt repeats that batch, until an attempt is
+    released with `sent: no` (the provider answered; this email was refused) or the job
+    is done.
+    """
+    notes = [note for note in document.get("notes") or [] if note.get("batch_id")]
+    if not notes:
+        return None
+    last = max(notes, key=lambda note: note["attempt"])
+    settled = any(
+        entry.get("sent") == Sent.NO and entry["attempt"] >= last["attempt"]
+        for entry in document.get("history") or []
+    )
+    return None if settled else PendingBatch(last["batch_id"], last["batch_at"])
 
 
 class DeliveryLedger:
@@ -54,6 +95,7 @@ class DeliveryLedger:
             batching=batching,
         )
         self._lease_s = lease_s
+        self.batches = BatchRecords(collection.database, f"{collection.name}_batches", bucket_s=bucket_s)
 
     @property
     def claims(self) -> Claims:
@@ -61,7 +103,9 @@ class DeliveryLedger:
 
     async def ensure_indexes(self, now: datetime | None = None) -> None:
         """Create today's bucket and drop expired ones (the worker calls it at start)."""
-        await self._claims.prepare(now or datetime.now(UTC))
+        now = now or datetime.now(UTC)
+        await self._claims.prepare(now)
+        await self.batches.prepare(now)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         """The job's entry: `status`, `type`, `recipient`, `attempts`, `history`, and once sent
@@ -85,8 +129,25 @@ class DeliveryLedger:
             on_insert={"type": email_type, "recipient": recipient},
         )
 
+    async def record_batch(self, batch: RecordedBatch, *, attempts: dict[str, int]) -> None:
+        """Before a batch call: store it, and note on each member's attempt (`attempts`, by
+        job id) that it joined it. Raises if any write failed: then do not make the call."""
+        notes = (
+            self._claims.note(
+                job_id,
+                attempt=attempts[job_id],
+                now=batch.at,
+                data={"batch_id": batch.batch_id, "batch_at": batch.at},
+            )
+            for job_id in batch.members
+        )
+        await asyncio.gather(self.batches.record(batch), *notes)
+
+    async def recorded_batch(self, pending: PendingBatch) -> RecordedBatch | None:
+        return await self.batches.get(pending.batch_id, at=pending.at)
+
     async def mark_sent(
-        self, *, job_id: str, attempt: int, provider: str, provider_message_id: str, now: datetime
+        self, *, job_id: str, attempt: int | None, provider: str, provider_message_id: str, now: datetime
     ) -> None:
         await self._claims.finish(
             job_id,
@@ -96,8 +157,16 @@ class DeliveryLedger:
         )
 
     async def mark_failed(
-        self, *, job_id: str, attempt: int, error_class: str, permanent: bool, now: datetime
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        error_class: str,
+        permanent: bool,
+        now: datetime,
+        sent: Sent = Sent.UNKNOWN,
     ) -> None:
+        """`sent`: `NO` only when the provider's answer says this email did not go out."""
         status = Status.FAILED if permanent else Status.RETRYING
         await self._claims.release(
             job_id,
@@ -105,7 +174,7 @@ class DeliveryLedger:
             now=now,
             attempt=attempt,
             data={"last_error": error_class},
-            note={"error": error_class},
+            note={"error": error_class, "sent": sent.value},
         )
 
     async def aclose(self) -> None:

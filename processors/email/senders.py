@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 import resend
@@ -22,7 +22,7 @@ from resend.exceptions import ResendError
 from resend.http_client_async import AsyncHTTPClient
 
 from processors.email.render import RenderedEmail
-from processors.errors import PermanentError, TransientError
+from processors.errors import PermanentError, RateLimited, TransientError
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,32 @@ class EmailSender(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+BatchResult = list[str | PermanentError]
+"""Per entry of a batch, in order: the provider's message id, or why it refused that entry."""
+
+
+class BatchSender(EmailSender, Protocol):
+    """A sender with a batch call, and a rate limit that its budget must respect."""
+
+    max_batch: int
+
+    async def send_batch(self, entries: Sequence[Mapping[str, Any]], *, idempotency_key: str) -> BatchResult:
+        """Send the entries (`email_params`) in one call. Raises `RateLimited`,
+        `TransientError` (the outcome is unknown) or `PermanentError` (none was sent)."""
+        ...
+
+
+def email_params(email: OutgoingEmail) -> dict[str, Any]:
+    """The request body of one email, as sent alone or as a batch entry."""
+    return {
+        "from": email.sender,
+        "to": [email.to],
+        "subject": email.content.subject,
+        "html": email.content.html,
+        "text": email.content.text,
+    }
 
 
 class OutboxSender:
@@ -139,6 +165,8 @@ class ResendSender:
     """Sends through Resend's async API with `Idempotency-Key` = the job id."""
 
     name = "resend"
+    max_batch = 100
+    """Resend's limit of emails per batch call."""
 
     def __init__(
         self,
@@ -157,13 +185,7 @@ class ResendSender:
         resend.default_async_http_client = self._http
 
     async def send(self, email: OutgoingEmail) -> str:
-        params: resend.Emails.SendParams = {
-            "from": email.sender,
-            "to": [email.to],
-            "subject": email.content.subject,
-            "html": email.content.html,
-            "text": email.content.text,
-        }
+        params = cast(resend.Emails.SendParams, email_params(email))
         options: resend.Emails.SendOptions = {"idempotency_key": email.idempotency_key}
         try:
             response = await resend.Emails.send_async(params, options)
@@ -171,11 +193,53 @@ class ResendSender:
             raise classify_resend_error(error) from None
         return str(response["id"])
 
+    async def send_batch(self, entries: Sequence[Mapping[str, Any]], *, idempotency_key: str) -> BatchResult:
+        """`POST /emails/batch` in permissive mode: an entry the provider refuses comes back
+        as a `PermanentError` in its place, and the others are sent."""
+        if not 1 <= len(entries) <= self.max_batch:
+            raise ValueError(f"a batch has 1 to {self.max_batch} entries, not {len(entries)}")
+        params = cast(list[resend.Emails.SendParams], [dict(entry) for entry in entries])
+        options: resend.Batch.SendOptions = {
+            "idempotency_key": idempotency_key,
+            "batch_validation": "permissive",
+        }
+        try:
+            response = await resend.Batch.send_async(params, options)
+        except ResendError as error:
+            raise classify_resend_error(error) from None
+        return batch_result(len(entries), response)
+
     async def close(self) -> None:
         await self._http.aclose()
 
 
+def batch_result(size: int, response: Mapping[str, Any]) -> BatchResult:
+    """Resend's permissive answer to `size` entries: `data` holds the ids of the entries
+    sent, in order; `errors` the index and message of each refused one."""
+    refused: dict[int, str] = {}
+    for error in response.get("errors") or []:
+        refused[int(error["index"])] = str(error.get("message") or "refused")
+    ids = [str(item["id"]) for item in response.get("data") or []]
+    if len(ids) + len(refused) != size:
+        # Not Resend's contract: trust none of it, and let the batch be repeated as it is.
+        raise TransientError(
+            f"Resend's batch answer lists {len(ids)} ids and {len(refused)} errors for {size} emails",
+            error_class="ResendBatchAnswer",
+        )
+    sent = iter(ids)
+    result: BatchResult = []
+    for index in range(size):
+        if index in refused:
+            reason = _ADDRESS.sub("<address>", refused[index])[:200]
+            result.append(PermanentError(f"Resend refused it: {reason}", error_class="Resend422:batch"))
+        else:
+            result.append(next(sent))
+    return result
+
+
 _TRANSIENT_409 = {"concurrent_idempotent_requests"}
+# A reason travels in headers and logs: no address in it.
+_ADDRESS = re.compile(r"[^\s<>\"'`,;:]+@[^\s<>\"'`,;]+")
 
 
 def classify_resend_error(error: ResendError) -> TransientError | PermanentError:
@@ -192,7 +256,7 @@ def classify_resend_error(error: ResendError) -> TransientError | PermanentError
             "Resend unreachable (network error or timeout)", error_class="ResendNetworkError"
         )
     if status == 429:
-        return TransientError(message, error_class=error_class, retry_after_ms=_retry_after_ms(error.headers))
+        return RateLimited(message, error_class=error_class, retry_after_ms=_retry_after_ms(error.headers))
     if status >= 500:
         return TransientError(message, error_class=error_class, retry_after_ms=_retry_after_ms(error.headers))
     if status == 409 and kind in _TRANSIENT_409:
@@ -204,7 +268,7 @@ def _retry_after_ms(headers: Mapping[str, str] | None) -> int | None:
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    value = lowered.get("retry-after")
+    value = lowered.get("retry-after") or lowered.get("ratelimit-reset")
     if value is None:
         return None
     try:

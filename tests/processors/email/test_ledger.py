@@ -77,7 +77,9 @@ async def test_a_failed_attempt_is_recorded_and_the_job_can_be_claimed_again(
     assert second.attempt == 2
     document = await ledger.get("job-4")
     assert document is not None
-    assert document["history"] == [{"attempt": 1, "at": NOW, "outcome": "retrying", "error": "Resend503"}]
+    assert document["history"] == [
+        {"attempt": 1, "at": NOW, "outcome": "retrying", "error": "Resend503", "sent": "unknown"}
+    ]
 
 
 async def test_two_workers_racing_on_one_job_send_one_email(
@@ -164,7 +166,7 @@ async def test_a_sent_entry_has_the_fields_operators_read(ledger: DeliveryLedger
         "created_at": NOW,
         "updated_at": sent_at,
         "history": [
-            {"attempt": 1, "at": NOW, "outcome": "retrying", "error": "Resend503"},
+            {"attempt": 1, "at": NOW, "outcome": "retrying", "error": "Resend503", "sent": "unknown"},
             {"attempt": 2, "at": sent_at, "outcome": "sent"},
         ],
     }

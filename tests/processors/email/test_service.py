@@ -62,7 +62,7 @@ async def test_a_bug_releases_the_claim_so_a_redelivery_sends_at_once(
     assert (document["status"], document["last_error"]) == ("retrying", "UnexpectedError")
     assert "lease_until" not in document
     assert document["history"] == [
-        {"attempt": 1, "at": NOW, "outcome": "retrying", "error": "UnexpectedError"}
+        {"attempt": 1, "at": NOW, "outcome": "retrying", "error": "UnexpectedError", "sent": "unknown"}
     ]
     # One second later, well within the 30 s lease the bug would otherwise have held.
     outcome = await service(ledger, OutboxSender(tmp_path), clock_s=1).process(job("job-1"))
