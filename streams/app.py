@@ -50,7 +50,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
     broker = build_broker(settings.kafka)
     failures = FailureRouter()
     consumed = [
-        build_email_router(settings, topics.email_jobs, services.email, failures),
+        build_email_router(
+            settings, topics.email_jobs, services.email, failures, on_partitions=services.email_partitions
+        ),
         build_ads_router(settings, topics.ad_jobs, topics.ad_results, services.ads, failures),
         build_email_notifier_router(settings, topics.email_notifier, topics.email_jobs.main, failures),
     ]

@@ -17,6 +17,7 @@ from streams.retry.middleware import FailureMiddleware
 from streams.retry.routing import FailureRouter, JobRoute
 from streams.services import EmailProcessor
 from streams.settings import Settings
+from streams.shares import Assign, PartitionShare
 from streams.topics import JobTopics
 
 EMAIL_JOBS_DESCRIPTION = prose("""Transactional email jobs. Publish one JSON object per
@@ -27,8 +28,15 @@ is delivered. Key the message by recipient address to keep one user's emails in 
 
 
 def build_email_router(
-    settings: Settings, topics: JobTopics, processor: EmailProcessor, failures: FailureRouter
+    settings: Settings,
+    topics: JobTopics,
+    processor: EmailProcessor,
+    failures: FailureRouter,
+    *,
+    on_partitions: Assign | None = None,
 ) -> Consumed:
+    """`on_partitions(owned, owners)` is told the `email-jobs` partitions this process owns
+    at every rebalance (the provider's budget is shared by them)."""
     router = KafkaRouter()
     retry = router.publisher(
         topics.retry,
@@ -62,16 +70,22 @@ def build_email_router(
     async def decode(msg: StreamMessage[Any]) -> EmailJobModel:
         return decode_email_job(msg.body, max_bytes=max_bytes)
 
-    @dispatched_subscriber(
+    share = None if on_partitions is None else PartitionShare(topics.main, on_partitions)
+    subscriber = dispatched_subscriber(
         router,
         topics.main,
         options=dispatch_options(settings, concurrency=settings.email.concurrency),
         group_id=settings.kafka.group_id,
+        listener=share,
         auto_offset_reset="earliest",
         decoder=decode,
         title=f"{topics.main}:consume",
         description=EMAIL_JOBS_DESCRIPTION,
     )
+    if share is not None:
+        share.consumer = lambda: subscriber.consumer
+
+    @subscriber
     async def handle_email_job(job: EmailJob) -> None:
         await processor.process(job)
 

@@ -8,7 +8,7 @@ Tests pass their own `Services` to `create_app`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,7 +19,9 @@ from processors.ads import AdService, AdStore
 from processors.ads.jobs import AdJob, AdResult
 from processors.ads.prompt import AdPrompt
 from processors.email import DeliveryLedger, EmailRenderer, EmailService, OutboxSender, ResendSender
+from processors.email.budget import SlotBudget
 from processors.email.jobs import EmailJobModel
+from processors.email.outbound import Outbound
 from processors.email.senders import EmailSender
 from processors.errors import JobError
 from streams.settings import Settings
@@ -48,6 +50,9 @@ class Services:
     ads: AdProcessor
     start: Callable[[], Awaitable[None]] = _nothing
     close: Callable[[], Awaitable[None]] = _nothing
+    email_partitions: Callable[[Collection[int], int], None] | None = None
+    """Told the `email-jobs` partitions this process owns (of how many) at each rebalance:
+    the provider's rate budget is shared out by them."""
 
 
 def build_sender(settings: Settings) -> EmailSender:
@@ -106,11 +111,15 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
     except ValueError as error:
         raise SystemExit(f"invalid configuration: AD_LEASE_S: {error}") from None
     sender = build_sender(settings)
+    # The outbox has no rate limit; Resend's is one budget for the group.
+    budget = SlotBudget(settings.resend.rate_limit_per_s) if isinstance(sender, ResendSender) else None
+    outbound = Outbound(sender, budget=budget, ledger=ledger, max_batch=settings.resend.batch_max)
     email = EmailService(
         renderer=EmailRenderer(settings.worker.templates_dir, product_name=settings.email.product_name),
         sender=sender,
         ledger=ledger,
         email_from=settings.email.sender,
+        outbound=outbound,
     )
 
     async def start() -> None:
@@ -124,6 +133,7 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
             raise SystemExit(f"cannot reach the store at MONGODB_URL: {reason}") from None
 
     async def close() -> None:
+        await outbound.close()
         await sender.close()
         if generator is not None:
             await generator.aclose()
@@ -131,4 +141,10 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
         await store.aclose()
         await mongo.close()
 
-    return Services(email=email, ads=ads, start=start, close=close)
+    return Services(
+        email=email,
+        ads=ads,
+        start=start,
+        close=close,
+        email_partitions=None if budget is None else budget.assign,
+    )

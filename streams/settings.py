@@ -87,6 +87,11 @@ class ResendSettings(BaseSettings):
     api_key: SecretStr | None = None
     api_url: str = "https://api.resend.com"
     timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # The team's limit, shared by every worker process of the group (Resend: 2/s on
+    # older plans, 5/s in today's docs; the account's own figure wins).
+    rate_limit_per_s: float = Field(default=2.0, gt=0, le=10_000)
+    # Emails per batch call while jobs wait for the budget; 1 sends each alone.
+    batch_max: int = Field(default=100, ge=1, le=100)
 
 
 class EmailSettings(BaseSettings):

@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 from processors.cancellation import release_on_cancel
 from processors.claims import ClaimOutcome
+from processors.email.batches import RecordedBatch
 from processors.email.jobs import EmailJobModel
-from processors.email.ledger import DeliveryLedger
+from processors.email.ledger import DeliveryLedger, Sent, pending_batch
+from processors.email.outbound import Outbound
 from processors.email.render import EmailRenderer
 from processors.email.senders import EmailSender, OutgoingEmail
 from processors.errors import JobError, PermanentError
@@ -41,11 +43,14 @@ class EmailService:
         sender: EmailSender,
         ledger: DeliveryLedger,
         email_from: str,
+        outbound: Outbound | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """`outbound` sends within the provider's budget (by default: at once, one by one)."""
         self._renderer = renderer
         self._sender = sender
         self._ledger = ledger
+        self._outbound = outbound or Outbound(sender)
         self._from = email_from
         self._clock = clock
 
@@ -62,14 +67,31 @@ class EmailService:
                 already_sent=True,
                 attempt=claim.attempt,
             )
+        pending = pending_batch(claim.document)
         try:
-            content = self._renderer.render(job)
-            provider_id = await self._sender.send(
-                OutgoingEmail(idempotency_key=job.job_id, sender=self._from, to=str(job.to), content=content)
-            )
+            # Noted, but not stored: the batch call was never made.
+            batch = None if pending is None else await self._ledger.recorded_batch(pending)
+            if batch is not None:
+                provider_id = await self._repeat_batch(job, batch)
+            else:
+                content = self._renderer.render(job)
+                provider_id = await self._outbound.send(
+                    OutgoingEmail(
+                        idempotency_key=job.job_id, sender=self._from, to=str(job.to), content=content
+                    ),
+                    attempt=claim.attempt,
+                    # Only a first attempt: a job tried before may have gone out alone, with
+                    # its own key, and must be repeated that way.
+                    batchable=claim.attempt == 1 and pending is None,
+                )
         except JobError as error:
+            permanent = isinstance(error, PermanentError)
             await self._release(
-                job, claim.attempt, error.error_class, permanent=isinstance(error, PermanentError)
+                job,
+                claim.attempt,
+                error.error_class,
+                permanent=permanent,
+                sent=Sent.NO if permanent else Sent.UNKNOWN,
             )
             raise
         except Exception:
@@ -98,11 +120,43 @@ class EmailService:
         )
         return EmailOutcome(job.job_id, provider_id, already_sent=False, attempt=claim.attempt)
 
-    async def _release(self, job: EmailJobModel, attempt: int, error_class: str, *, permanent: bool) -> None:
+    async def _repeat_batch(self, job: EmailJobModel, batch: RecordedBatch) -> str:
+        """The job joined a batch whose outcome is unknown: make that call again, and
+        record the answer for every member, so that theirs are answered from the ledger."""
+        log.info("email %s: repeating its batch %s", job.job_id, batch.batch_id)
+        result = await self._outbound.repeat(batch)
+        now = self._clock()
+        others = [
+            self._ledger.mark_sent(
+                job_id=member,
+                attempt=None,
+                provider=self._sender.name,
+                provider_message_id=outcome,
+                now=now,
+            )
+            for member, outcome in zip(batch.members, result, strict=True)
+            if member != job.job_id and isinstance(outcome, str)
+        ]
+        await asyncio.gather(*others)
+        own = result[batch.members.index(job.job_id)]
+        if isinstance(own, PermanentError):
+            raise own
+        return own
+
+    async def _release(
+        self,
+        job: EmailJobModel,
+        attempt: int,
+        error_class: str,
+        *,
+        permanent: bool,
+        sent: Sent = Sent.UNKNOWN,
+    ) -> None:
         await self._ledger.mark_failed(
             job_id=job.job_id,
             attempt=attempt,
             error_class=error_class,
             permanent=permanent,
             now=self._clock(),
+            sent=sent,
         )

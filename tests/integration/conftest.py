@@ -87,6 +87,10 @@ def worker_env(
         "RESEND_API_KEY": "re_test_key",
         "RESEND_API_URL": fake_resend.url,
         "RESEND_TIMEOUT_S": "5",
+        # The suite scripts the fake by job id and counts its requests: one email a call,
+        # no rate budget. The budget and batch tests set their own.
+        "RESEND_RATE_LIMIT_PER_S": "1000",
+        "RESEND_BATCH_MAX": "1",
         "EMAIL_SEND_LEASE_S": "6",
         "OUTBOX_DIR": str(tmp_path / "outbox"),
         "LOG_LEVEL": "INFO",

@@ -37,7 +37,7 @@ async def test_transient_failures_are_retried_on_time_and_delivered_exactly_once
     for job in jobs[:10]:
         fake_resend.script(job.job_id, Reply(503), Reply(503))
     for job in jobs[10:15]:
-        fake_resend.script(job.job_id, Reply(429, retry_after_s=2))
+        fake_resend.script(job.job_id, Reply(503, retry_after_s=2))
     start_worker(**FAST_RETRIES)
     for job in jobs:
         await publisher.email(job, topic=topics.email_jobs.main)
@@ -68,6 +68,33 @@ async def test_transient_failures_are_retried_on_time_and_delivered_exactly_once
     print(f"\nretry lateness over {len(lateness_ms)} retries: p50 {p50:.0f} ms, p99 {p99:.0f} ms")
     assert min(lateness_ms) >= -5, "a retry was delivered before it was due"
     assert p99 < 2_000
+
+
+async def test_a_rate_limit_pauses_sending_and_costs_no_attempt(
+    start_worker: Any,
+    publisher: JobPublisher,
+    topics: TopicNames,
+    fake_resend: FakeResend,
+    database: Any,
+    run_id: str,
+) -> None:
+    jobs = [otp(f"{run_id}-{i}", to=f"u{i}@example.com") for i in range(6)]
+    fake_resend.script(jobs[0].job_id, Reply(429, retry_after_s=2))
+    start_worker(**FAST_RETRIES)
+    for job in jobs:
+        await publisher.email(job, topic=topics.email_jobs.main)
+
+    await eventually(lambda: len(fake_resend.deliveries) >= len(jobs), timeout_s=60, what="all deliveries")
+    by_key = fake_resend.deliveries_by_key()
+    assert sorted(by_key) == sorted(j.job_id for j in jobs)
+    assert all(len(d) == 1 for d in by_key.values()), "a job was delivered twice"
+    limited = [r for r in fake_resend.requests if r.idempotency_key == jobs[0].job_id]
+    assert [r.status for r in limited] == [429, 200]
+    assert limited[1].arrived_s - limited[0].arrived_s >= 2 - 0.05, "retry-after is honoured"
+    assert await records_in(KAFKA, topics.email_jobs.retry) == [], "a 429 alone never retries a job"
+    entry = await DeliveryLedger(database["email_deliveries"], lease_s=30).get(jobs[0].job_id)
+    assert entry is not None
+    assert (entry["status"], entry["attempts"]) == ("sent", 1)
 
 
 async def test_permanent_failure_is_dead_lettered_after_one_attempt(
@@ -102,8 +129,8 @@ async def test_a_short_retry_does_not_wait_behind_a_long_one(
     start_worker: Any, publisher: JobPublisher, topics: TopicNames, fake_resend: FakeResend, run_id: str
 ) -> None:
     slow, fast = otp(f"{run_id}-slow", "slow@example.com"), otp(f"{run_id}-fast", "fast@example.com")
-    fake_resend.script(slow.job_id, Reply(429, retry_after_s=60))
-    fake_resend.script(fast.job_id, Reply(429, retry_after_s=1))
+    fake_resend.script(slow.job_id, Reply(503, retry_after_s=60))
+    fake_resend.script(fast.job_id, Reply(503, retry_after_s=1))
     start_worker()
     await publisher.email(slow, topic=topics.email_jobs.main)
     await eventually(lambda: len(fake_resend.requests) == 1, timeout_s=30, what="the slow job's first try")
