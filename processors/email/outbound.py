@@ -2,9 +2,10 @@
 wait, and a pause on 429 that costs no job an attempt.
 
 Every request to the provider, alone or batched, first takes a slot of the group's
-budget (`processors.email.budget`). Jobs that may be batched (a job's first attempt)
-queue here; just before each slot of this process, one loop takes the queued jobs in
-the order they came, up to the batch limit:
+budget (`processors.email.budget`). A job goes alone at once when a slot is at hand and
+nobody waits (a budget well above the load: no batching, no rounds). Otherwise jobs that
+may be batched (a job's first attempt) queue here; just before each slot of this
+process, one loop takes the queued jobs in the order they came, up to the batch limit:
 
 - one job goes alone, with its own `Idempotency-Key` (its job id);
 - several go as one batch call. Its members and its key are recorded in the ledger
@@ -46,6 +47,8 @@ T = TypeVar("T")
 
 DEFAULT_PAUSE_S = 1.0
 """A 429 without `retry-after`: pause this long."""
+NO_WAIT_S = 0.01
+"""A job whose slot is this close, with nobody queued, is sent alone at once."""
 _SETTLED_MEMO = 1_000
 """Batches whose repeat was answered, kept to answer their other members at once."""
 
@@ -132,7 +135,7 @@ class Outbound:
         """
         if self._closed:
             raise TransientError("the worker is shutting down", error_class="ShuttingDown")
-        if not (batchable and self.batching):
+        if not (batchable and self.batching) or self._slot_free_now():
             result = await self._within_budget(lambda: self._sender.send(email))
             self._singles_sent += 1
             return result
@@ -343,6 +346,15 @@ class Outbound:
                 waiting.taken = True
                 taken.append(waiting)
         return taken
+
+    def _slot_free_now(self) -> bool:
+        """Nobody waits and a slot is at hand: the job goes alone at once. Batching is for
+        jobs that wait for the budget; batching jobs that need not wait would only make
+        them wait for each other (and for the slowest call of a round)."""
+        if self._budget is None or self._live():
+            return False
+        slot_s = self._budget.next_slot_s()
+        return slot_s is not None and slot_s - self._wall() <= NO_WAIT_S
 
     def _lead_s(self) -> float:
         """How long before its slot a batch is taken: time to record it, with room to spare."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -51,6 +52,9 @@ class Worker:
         )
 
     async def process_all(self, jobs: list[SendOtpJob]) -> list[EmailOutcome | BaseException]:
+        """Process `jobs` at once; they find the budget busy for half a second, so they wait
+        for it together (a job that finds a slot at hand goes alone)."""
+        self.budget.pause_until(time.time() + 0.5)
         return await asyncio.gather(*(self.service.process(j) for j in jobs), return_exceptions=True)
 
     async def close(self) -> None:
@@ -252,8 +256,27 @@ async def test_a_job_cancelled_while_waiting_for_the_budget_is_not_sent(
         await worker.close()
     assert isinstance(done[1], asyncio.CancelledError)
     assert all(isinstance(o, EmailOutcome) for o in (done[0], done[2]))
-    assert sorted(d.body["to"][0] for d in fake_resend.deliveries) == ["user0@example.com", "user2@example.com"]
+    assert sorted(d.body["to"][0] for d in fake_resend.deliveries) == [
+        "user0@example.com",
+        "user2@example.com",
+    ]
     document = await ledger.get("job-1")
     assert document is not None
     assert document["status"] == "retrying"
     assert pending_batch(document) is None, "it joined no batch: its next attempt may send it any way"
+
+
+async def test_a_job_that_finds_a_slot_at_hand_goes_alone_at_once(
+    ledger: DeliveryLedger, fake_resend: FakeResend
+) -> None:
+    worker = Worker(ledger, fake_resend, rate_per_s=1000)  # a budget far above the load
+    try:
+        for job in otp_jobs(5):
+            outcome = await worker.service.process(job)
+            assert not outcome.already_sent
+    finally:
+        await worker.close()
+    assert [(r.path, r.idempotency_key) for r in fake_resend.requests] == [
+        ("/emails", f"job-{n}") for n in range(5)
+    ]
+    assert worker.outbound.stats().batches_sent == 0
