@@ -97,6 +97,11 @@ def _identity(value: bytes) -> tuple[str, str] | None:
     return None
 
 
+def ads_group_id(group_id: str) -> str:
+    """The consumer group of `ad-jobs`: `<KAFKA_GROUP_ID>.ads`."""
+    return f"{group_id}.ads"
+
+
 def build_ads_router(
     settings: Settings,
     topics: JobTopics,
@@ -146,7 +151,9 @@ def build_ads_router(
         router,
         topics.main,
         options=dispatch_options(settings, concurrency=settings.ads.concurrency),
-        group_id=settings.kafka.group_id,
+        # A group of its own: in the email consumers' group, every start or stop of an ad
+        # consumer would rebalance the email partitions too, and cut their sends short.
+        group_id=ads_group_id(settings.kafka.group_id),
         auto_offset_reset="earliest",
         decoder=decode,
         title=f"{topics.main}:consume",
