@@ -1,6 +1,6 @@
 """Email throughput: the worker against a hand-written aiokafka loop, on the same servers.
 
-    make bench                                            # every scenario, ~15 min on 2 cores
+    make bench                                            # every scenario, ~17 min on 2 cores
     .venv/bin/python -m benchmarks.throughput --smoke     # tiny counts, < 60 s (CI runs it)
     .venv/bin/python -m benchmarks.throughput --list      # the scenarios and their settings
     .venv/bin/python -m benchmarks.throughput --scenarios keys-200ms,one-key-200ms --jobs 500
@@ -24,7 +24,10 @@ scenario's latency):
   started sending and finishes the others before it lets go of a partition.
 
 Each side stops when every job has been sent or at its deadline. The report has, per
-side: emails/s from the first to the last send at the provider; the worker/loop ratio;
+side: emails/s from the first to the last send at the provider; the flow rate, sends/s from
+the first send to the one completing 99 % of the jobs (what a hangs scenario compares with
+its reference run without hangs: its hung jobs arrive late by design, so the last send
+measures their timeout, not the stream); the worker/loop ratio;
 p50/p99 from publish to send (the publish time rides in the job_id; with a pre-published
 backlog this is mostly time spent waiting in the topic); the consumer's peak RSS; the
 CPU seconds of the consumer, the Kafka broker, FerretDB and this process (the fake
@@ -72,7 +75,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs in the dev set
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -102,6 +105,8 @@ MARKS = {
     "insert": "one `insert_many` of marker documents per batch into a second collection",
 }
 SETTLE_S = 0.5
+FLOW_SHARE = 0.99  # the flow rate runs from the first send to the one completing this share of jobs
+STALL_NOTE_S = 1.0  # a gap between sends this long, within the flow window, gets a note
 
 log = logging.getLogger("throughput")
 
@@ -117,7 +122,7 @@ class Scenario:
     jobs: int
     processes: int = 1
     sweep: bool = False  # the worker at every --concurrency value, not only the largest
-    hang_every: int = 0  # the first send of every Nth job hangs past RESEND_TIMEOUT_S
+    hang_every: int = 0  # 1 send in N hangs past RESEND_TIMEOUT_S (see `hung_seqs`, run_side)
     reference: str | None = None  # the same run without hangs, for the ratio
     history_docs: int = 0  # older documents in the ledger before the run
     window: int = 0  # report the rate over the first and the last `window` sends
@@ -126,6 +131,15 @@ class Scenario:
     @property
     def ordered(self) -> bool:
         return self.keys == 1
+
+    def hung_seqs(self) -> list[int]:
+        """One job in each block of `hang_every`, a step further into the block each time, so
+        the hung jobs fall on different keys (every 100th of 1000 keys would put them all on
+        10 recipients, whose per-key order would chain their timeouts one after another)."""
+        n = self.hang_every
+        if not n:
+            return []
+        return [block + (n // 2 + i) % n for i, block in enumerate(range(0, self.jobs - n + 1, n))]
 
     def describe(self) -> str:
         parts = [
@@ -153,7 +167,18 @@ FULL = (
     Scenario("keys-0ms-2p", latency_ms=0, keys=1000, jobs=3000, processes=2),
     Scenario("keys-200ms-2p", latency_ms=200, keys=1000, jobs=3000, processes=2),
     Scenario("one-key-200ms-2p", latency_ms=200, keys=1, jobs=100, processes=2),
-    Scenario("hangs-200ms", latency_ms=200, keys=1000, jobs=3000, hang_every=100, reference="keys-200ms"),
+    # The hangs run and its reference without hangs: long enough (~25 s of sending) that the
+    # steady flow, not the start or the hung jobs' late arrival, makes the flow rate.
+    Scenario("keys-200ms-6k", latency_ms=200, keys=1000, jobs=6000, deadline_s=60.0),
+    Scenario(
+        "hangs-200ms",
+        latency_ms=200,
+        keys=1000,
+        jobs=6000,
+        hang_every=100,
+        reference="keys-200ms-6k",
+        deadline_s=60.0,
+    ),
     Scenario(
         "history-0ms",
         latency_ms=0,
@@ -433,6 +458,10 @@ class Outcome:
     delivered: int = 0
     finished: bool = False
     rate: float | None = None
+    flow_rate: float | None = None  # sends/s from the first send to the p99 completion
+    flow_window_s: float | None = None
+    stall_s: float | None = None  # the longest gap between two sends within the flow window
+    stall_at_s: float | None = None  # when it began, after the first send
     p50_s: float | None = None
     p99_s: float | None = None
     first_send_after_s: float | None = None
@@ -444,6 +473,7 @@ class Outcome:
     rate_first: float | None = None
     rate_last: float | None = None
     window_used: int = 0
+    hung_late_s: float | None = None  # median, hung jobs: delivery after their first attempt began
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -556,8 +586,12 @@ async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int)
         jobs = await publish(topic, tag, scenario)
         outcome.published = len(jobs)
         if scenario.hang_every:
-            for job in jobs[scenario.hang_every // 2 :: scenario.hang_every]:
-                fake.hang(job.job_id, cfg.resend_timeout_s + 0.5)
+            # A job sent alone hangs by its Idempotency-Key (its job_id); a batch call has a
+            # key of the consumer's own, so 1 in `hang_every` of those hangs at random.
+            held_s = cfg.resend_timeout_s + 0.5
+            for job in (jobs[seq] for seq in scenario.hung_seqs()):
+                fake.hang(job.job_id, held_s)
+            fake.set_hang_probability(1 / scenario.hang_every, held_s, seed=0, only_batches=True)
         if side == "worker":
             env = worker_env(cfg, prefix, group, database, fake.url, concurrency)
             argv, cwd = worker_argv(), cfg.worker_dir
@@ -598,9 +632,10 @@ async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int)
             machine = sampler.cpu_between("machine", first_s, first_s + outcome.window_s)
             if machine is not None and outcome.window_s > 0:
                 ours = sum(v for v in outcome.cpu_s.values() if v is not None)
-                outcome.cpu_s["other"] = max(0.0, machine - ours)
+                other_s = max(0.0, machine - ours)
+                outcome.cpu_s["other"] = other_s
                 outcome.busy_pct = min(100.0, 100 * machine / (outcome.window_s * (os.cpu_count() or 1)))
-                others = outcome.cpu_s["other"] / outcome.window_s
+                others = other_s / outcome.window_s
                 if others > 0.25:
                     outcome.notes.append(f"noisy: other processes used {others:.1f} cores")
         outcome.peak_rss_mib = sampler.peak_rss.get("consumer")
@@ -636,6 +671,30 @@ def _rate(times: Sequence[float]) -> float | None:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
+def flow_count(jobs: int) -> int:
+    """How many sends complete FLOW_SHARE of `jobs` (rounded up: 5,940 of 6,000, 40 of 40)."""
+    return max(1, math.ceil(round(jobs * FLOW_SHARE, 6)))
+
+
+def _flow(times: Sequence[float], jobs: int) -> tuple[float | None, float | None]:
+    """Sends/s from the first send to the one completing FLOW_SHARE of the jobs, and that window;
+    (None, None) when fewer were sent."""
+    upto = flow_count(jobs)
+    if len(times) < upto:
+        return None, None
+    return _rate(times[:upto]), times[upto - 1] - times[0]
+
+
+def _stall(times: Sequence[float], jobs: int) -> tuple[float, float] | None:
+    """The longest gap between consecutive sends within the flow window (or all that were
+    sent), and when it began after the first send."""
+    window = times[: flow_count(jobs)]
+    if len(window) < 2:
+        return None
+    gap, at = max((b - a, a) for a, b in itertools.pairwise(window))
+    return gap, at - window[0]
+
+
 def analyse(
     outcome: Outcome,
     jobs: list[Job],
@@ -659,7 +718,7 @@ def analyse(
             strangers.append(str(body.get("subject")))
             continue
         seen[job.seq] += 1
-        if delivery.idempotency_key != job.job_id:
+        if delivery.batch_index is None and delivery.idempotency_key != job.job_id:
             wrong_key.append(f"{delivery.idempotency_key!r} for {job.job_id!r}")
         if body.get("to") != [job.recipient]:
             wrong_to.append(f"{body.get('to')!r} for {job.recipient!r}")
@@ -676,9 +735,14 @@ def analyse(
         outcome.errors.append(
             f"DUPLICATES: {len(duplicates)} jobs delivered more than once, e.g. {duplicates[:5]}"
         )
-    by_key = Counter(d.idempotency_key for d in deliveries)
+    # A batch call delivers one email per entry under its one key.
+    by_key = Counter((d.idempotency_key, d.batch_index) for d in deliveries)
     if any(n > 1 for n in by_key.values()):
         outcome.errors.append("DUPLICATES: an Idempotency-Key delivered more than once")
+    batched = [d for d in deliveries if d.batch_index is not None]
+    if batched:
+        calls = len({d.idempotency_key for d in batched})
+        outcome.notes.append(f"{len(batched)} emails in {calls} batch calls")
     missing = [job for job in jobs if seen[job.seq] == 0]
     lost = [j for j in missing if j.offset < committed.get(j.partition, 0)]
     if outcome.finished and missing:
@@ -698,12 +762,24 @@ def analyse(
     bad = {s: n for s, n in statuses.items() if s != 200}
     if bad:
         outcome.errors.append(f"provider answered {bad} (409: same key, other payload)")
-    replays = statuses[200] - len(deliveries)
+    # Each answered call either delivered (one email, or a batch's) or replayed an earlier answer.
+    delivering_calls = len({d.idempotency_key for d in deliveries if d.idempotency_key is not None})
+    delivering_calls += sum(1 for d in deliveries if d.idempotency_key is None)
+    replays = statuses[200] - delivering_calls
     if replays:
         outcome.notes.append(f"{replays} re-sends answered by idempotency replay")
     hung = sum(1 for r in requests if r.hung_s)
     if hung:
-        outcome.notes.append(f"{hung} requests hung")
+        began: dict[str, float] = {}  # per hung job, when its first hung attempt arrived
+        for r in requests:
+            if r.hung_s and r.idempotency_key is not None:
+                began[r.idempotency_key] = min(r.arrived_s, began.get(r.idempotency_key, math.inf))
+        late = [d.at_s - began[d.idempotency_key] for d in deliveries if d.idempotency_key in began]
+        outcome.hung_late_s = _percentile(late, 0.50)
+        after = "" if outcome.hung_late_s is None else f", delivered {outcome.hung_late_s:.1f} s (p50) after"
+        outcome.notes.append(f"{hung} requests hung{after}")
+    elif outcome.scenario.hang_every:
+        outcome.notes.append("no request hung")
 
     sends.sort()
     outcome.delivered = len(sends)
@@ -713,6 +789,11 @@ def analyse(
         return
     times = [s[0] for s in sends]
     outcome.rate = _rate(times)
+    outcome.flow_rate, outcome.flow_window_s = _flow(times, len(jobs))
+    if (stall := _stall(times, len(jobs))) is not None:
+        outcome.stall_s, outcome.stall_at_s = stall
+        if outcome.stall_s >= STALL_NOTE_S:
+            outcome.notes.append(f"sends stopped for {stall[0]:.1f} s, {stall[1]:.1f} s after the first")
     outcome.window_s = times[-1] - times[0]
     outcome.first_send_after_s = times[0] - started_s
     latencies = [at - published_s(by_seq[seq].job_id) for at, _, seq, _ in sends]
@@ -1228,15 +1309,18 @@ def relate(outcomes: list[Outcome], cfg: Config) -> None:
                 ),
                 None,
             )
-            if ref is None or not ref.rate or not o.rate:
-                o.notes.append(f"no {o.scenario.reference} run to compare with")
+            if ref is None or not ref.flow_rate or not o.flow_rate:
+                o.notes.append(f"no {o.scenario.reference} flow rate to compare with")
             else:
-                share = 100 * o.rate / ref.rate
+                # The goal compares flow rates: the hung jobs' own late arrival (their
+                # timeout) only moves the last send, so the whole-run ratio is shown beside it.
+                share = 100 * o.flow_rate / ref.flow_rate
                 if cfg.smoke:
                     verdict = "smoke: too few jobs to judge"
                 else:
                     verdict = ("meets" if share >= 80 else "BELOW") + " the ≥ 80 % target"
-                o.notes.append(f"{share:.0f} % of {o.scenario.reference} ({verdict})")
+                whole = f"; whole run {100 * o.rate / ref.rate:.0f} %" if o.rate and ref.rate else ""
+                o.notes.append(f"flow {share:.0f} % of {o.scenario.reference} ({verdict}{whole})")
         if o.rate_first is not None or o.rate_last is not None:
             n = f"{o.window_used:,}"
             o.notes.append(f"first {n}: {_fmt(o.rate_first)}/s, last {n}: {_fmt(o.rate_last)}/s")
@@ -1283,17 +1367,19 @@ def git_label(directory: Path) -> str:
 
 def table(outcomes: list[Outcome]) -> str:
     head = (
-        "| scenario | side | conc. | procs | sent / jobs | emails/s | worker/loop | publish→send p50 / p99 s "
+        "| scenario | side | conc. | procs | sent / jobs | emails/s | flow/s | worker/loop "
+        "| publish→send p50 / p99 s "
         "| 1st send s | peak RSS MiB | CPU s: consumer / kafka / ferretdb / fake / other "
         "| CPU busy | notes |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     rows = []
     for o in outcomes:
         notes = [f"**{e}**" for e in o.errors] + o.notes
         rows.append(
             f"| {o.scenario.name} | {o.side} | {o.concurrency} | {o.scenario.processes} "
-            f"| {o.delivered:,} / {o.published:,} | {_fmt(o.rate)} | {_fmt(o.ratio, 2)} "
+            f"| {o.delivered:,} / {o.published:,} | {_fmt(o.rate)} | {_fmt(o.flow_rate)} "
+            f"| {_fmt(o.ratio, 2)} "
             f"| {_fmt(o.p50_s)} / {_fmt(o.p99_s)} | {_fmt(o.first_send_after_s)} | {_fmt(o.peak_rss_mib, 0)} "
             f"| {_cpu(o)} | {_fmt(o.busy_pct, 0)} % | {'; '.join(notes)} |"
         )
@@ -1305,6 +1391,7 @@ def write_markdown(cfg: Config, outcomes: list[Outcome], path: Path, chart: Path
     scenario_lines = "\n".join(f"- `{s.name}`: {s.describe()}" for s in cfg.scenarios)
     failures = [f"- {o.label}: {e}" for o in outcomes for e in o.errors]
     chart_line = f"\n![emails/s against concurrency]({chart.name})\n" if chart else ""
+    share = round(FLOW_SHARE * 100)
     text = f"""# Email throughput: worker against a hand-written loop
 
 Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{cfg.command}`.
@@ -1333,6 +1420,25 @@ How to read it:
 - **emails/s**: sends at the fake provider, from the first to the last, over their time.
   With `deadline` in the notes the side was stopped before every job was sent; the rate is
   over what was sent.
+- **flow/s**: sends at the fake from the first to the one that completes {share} % of the
+  jobs (the p{share} completion), over that time: the same measure for every scenario and
+  side (`-` when fewer were sent). It is how fast the stream flows, leaving out the last
+  {100 - share} % of jobs to arrive. Where the sends stopped for {STALL_NOTE_S:g} s or more within
+  that window (a rebalance, a wave), a note says how long and when.
+- **hangs** (`hangs-*`): 1 % of sends are held past RESEND_TIMEOUT_S
+  ({cfg.resend_timeout_s:g} s here): the first send of one job in 100 when it is sent alone
+  (by its Idempotency-Key, each on another recipient), and 1 batch call in 100 (at random,
+  fixed seed). Those jobs arrive late by design,
+  whatever the consumer: it waits out the timeout, then retries after its backoff (the fake
+  delivers the email when the held request ends and answers the retry by idempotency
+  replay; the notes give how late, at the median, from the hung attempt's start). The last
+  of them reach the provider seconds after every other job, so emails/s, which ends at the
+  last send, is in large part that timeout, not a slower stream. The goal (≥ 80 % of the
+  same run without hangs, same job count) therefore compares **flow/s**. A consumer that
+  keeps the other jobs moving loses about the slots the hung sends hold while they wait;
+  one that gathers N jobs and waits for the slowest of them stalls every group with a hung
+  job in it (about half of them at N = 64), and its p{share} completion moves out with
+  them. The note gives the whole-run ratio too.
 - **publish→send**: from the publish time carried in the job_id to the provider accepting
   the email. The jobs are published before the consumer starts, so this is mostly time spent
   waiting in the topic, start-up included (**1st send s** is the time from starting the
@@ -1467,7 +1573,8 @@ async def run_all(cfg: Config) -> int:
         )
         outcome = await run_side(cfg, scenario, side, concurrency)
         print(
-            f"    {outcome.delivered}/{outcome.published} sent, {_fmt(outcome.rate)} emails/s, "
+            f"    {outcome.delivered}/{outcome.published} sent, {_fmt(outcome.rate)} emails/s "
+            f"(flow {_fmt(outcome.flow_rate)}/s), "
             f"p50/p99 {_fmt(outcome.p50_s)}/{_fmt(outcome.p99_s)} s, CPU s {_cpu(outcome)}"
             + "".join(f"\n    FAILED: {e}" for e in outcome.errors),
             flush=True,
@@ -1537,7 +1644,14 @@ def parse_config(argv: list[str]) -> Config | None:
         unknown = [n for n in wanted if n not in known]
         if unknown:
             parser.error(f"unknown scenarios {unknown}; known: {', '.join(known)}")
-        chosen = [known[n] for n in wanted]
+        chosen = []
+        for scenario in [known[n] for n in wanted]:
+            # A hangs scenario's ratio needs its reference run: add it, just before.
+            ref = scenario.reference
+            if ref and ref in known and ref not in wanted:
+                chosen.append(known[ref])
+                wanted.append(ref)
+            chosen.append(scenario)
     else:
         chosen = list(catalogue)
     if args.jobs:
