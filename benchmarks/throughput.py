@@ -127,10 +127,29 @@ class Scenario:
     history_docs: int = 0  # older documents in the ledger before the run
     window: int = 0  # report the rate over the first and the last `window` sends
     deadline_s: float = 30.0  # per side, from the consumer's start
+    # The provider's rate budget (worker side only: the loop has no budget).
+    rate_limit: int | None = None  # the fake's limit per rolling second = RESEND_RATE_LIMIT_PER_S
+    batch_max: int | None = None  # RESEND_BATCH_MAX (the worker's default when None)
+    concurrency: int | None = None  # EMAIL_CONCURRENCY, whatever --concurrency says
+    resend_timeout_s: float | None = None  # RESEND_TIMEOUT_S, whatever --resend-timeout-s says
+    worker_env: tuple[tuple[str, str], ...] = ()  # more of the worker's variables
+    hang_batches: float = 0.0  # this share of batch calls is held past RESEND_TIMEOUT_S
+    kill_every_s: float = 0.0  # kill -9 a worker process this often, in turn, restarting it at once
+    kills: int = 0  # how many kills, from the first send on
+    goal_per_s: float | None = None  # emails/s the worker must reach (the issue's goal)
+    cap_reference: str | None = None  # the same jobs without a limit: what the stack reaches here
+    worker_only: bool = False  # no loop side (the loop has no rate budget)
 
     @property
     def ordered(self) -> bool:
         return self.keys == 1
+
+    @property
+    def limited(self) -> bool:
+        return self.rate_limit is not None
+
+    def timeout_s(self, cfg: Config) -> float:
+        return self.resend_timeout_s or cfg.resend_timeout_s
 
     def hung_seqs(self) -> list[int]:
         """One job in each block of `hang_every`, a step further into the block each time, so
@@ -153,12 +172,88 @@ class Scenario:
             parts.append(f"{100 / self.hang_every:g} % of sends hang past the timeout")
         if self.history_docs:
             parts.append(f"{self.history_docs:,} older ledger documents")
+        if self.limited:
+            parts.append(f"provider limited to {self.rate_limit} req/s = RESEND_RATE_LIMIT_PER_S")
+        if self.batch_max:
+            parts.append(f"RESEND_BATCH_MAX={self.batch_max}")
+        if self.concurrency:
+            parts.append(f"EMAIL_CONCURRENCY={self.concurrency}")
+        if self.resend_timeout_s:
+            parts.append(f"RESEND_TIMEOUT_S={self.resend_timeout_s:g}")
+        parts += [f"{name}={value}" for name, value in self.worker_env]
+        if self.hang_batches:
+            parts.append(f"{100 * self.hang_batches:g} % of batch calls held past the timeout")
+        if self.kills:
+            parts.append(f"kill -9 of a worker every {self.kill_every_s:g} s, {self.kills} times")
+        if self.goal_per_s:
+            parts.append(f"goal ≥ {self.goal_per_s:g} emails/s")
+        if self.worker_only:
+            parts.append("worker only")
         if self.sweep:
             parts.append("worker at every --concurrency")
         parts.append(f"deadline {self.deadline_s:g} s per side")
         return ", ".join(parts)
 
 
+# The provider's rate limit (worker only: the loop has no budget). A budget of 2 requests a
+# second for the group, batches of up to 100 while jobs wait: 200 emails/s at most. A process
+# needs ~100 jobs waiting at each of its slots to fill a batch, hence EMAIL_CONCURRENCY=256
+# and one key per job (the jobs of one key go one at a time).
+LIMIT_PER_S = 2
+BATCH_MAX = 100
+BUDGET_CONCURRENCY = 256
+GOAL_SHARE = 0.95  # of limit x batch, or of the stack's cap on the machine when that is lower
+MAX_429_SHARE = 0.02
+CHAOS_ENV = (
+    ("EMAIL_SEND_LEASE_S", "4"),
+    ("EMAIL_RETRY_BASE_MS", "500"),
+    ("EMAIL_RETRY_CAP_MS", "4000"),
+    ("EMAIL_RETRY_MAX_ATTEMPTS", "30"),
+)
+
+
+def budget_scenario(name: str, *, jobs: int, processes: int = 1, **more: Any) -> Scenario:
+    """A worker-only run at LIMIT_PER_S requests a second, batches of BATCH_MAX, 50 ms latency."""
+    settings: dict[str, Any] = {
+        "latency_ms": 50,
+        "keys": jobs,  # one key per job
+        "rate_limit": LIMIT_PER_S,
+        "batch_max": BATCH_MAX,
+        "concurrency": BUDGET_CONCURRENCY,
+        "worker_only": True,
+    }
+    return Scenario(name, jobs=jobs, processes=processes, **(settings | more))
+
+
+BUDGET = (
+    # The same jobs with no limit (RESEND_RATE_LIMIT_PER_S=1000 and none at the fake): what
+    # the whole stack reaches on this machine, the cap limited-2rps is held to when it is
+    # below limit x batch.
+    budget_scenario("nolimit-50ms-256", jobs=4000, rate_limit=None, batch_max=None, deadline_s=90.0),
+    budget_scenario(
+        "limited-2rps",
+        jobs=4000,
+        goal_per_s=GOAL_SHARE * LIMIT_PER_S * BATCH_MAX,
+        cap_reference="nolimit-50ms-256",
+        deadline_s=120.0,
+    ),
+    budget_scenario("limited-2rps-3p", jobs=4000, processes=3, goal_per_s=180.0, deadline_s=120.0),
+    # Batches of 10 at 2 calls a second: ~100 s of sending, past the minute of kills.
+    budget_scenario(
+        "batch-chaos",
+        jobs=2000,
+        processes=2,
+        keys=1000,
+        batch_max=10,
+        concurrency=64,
+        resend_timeout_s=2.0,
+        worker_env=CHAOS_ENV,
+        hang_batches=0.05,
+        kill_every_s=10.0,
+        kills=6,
+        deadline_s=360.0,
+    ),
+)
 FULL = (
     Scenario("keys-0ms", latency_ms=0, keys=1000, jobs=3000, sweep=True),
     Scenario("keys-200ms", latency_ms=200, keys=1000, jobs=3000, sweep=True),
@@ -188,6 +283,7 @@ FULL = (
         window=1000,
         deadline_s=45.0,
     ),
+    *BUDGET,
 )
 SMOKE = (
     Scenario("keys-0ms", latency_ms=0, keys=10, jobs=40, deadline_s=20.0),
@@ -196,6 +292,8 @@ SMOKE = (
         "hangs-0ms", latency_ms=0, keys=10, jobs=40, hang_every=20, reference="keys-0ms", deadline_s=20.0
     ),
     Scenario("history-0ms", latency_ms=0, keys=10, jobs=60, history_docs=2000, window=20, deadline_s=20.0),
+    # The budget path: every request in a slot, batches, no second over the limit.
+    budget_scenario("limited-2rps", jobs=200, deadline_s=20.0),
 )
 
 
@@ -316,8 +414,9 @@ async def committed_offsets(group: str, topic: str) -> dict[int, int]:
     return out
 
 
-async def job_ids_in(topic: str) -> set[str]:
-    """The job_id of every record in `topic` (the worker's retry and dead-letter topics)."""
+async def job_ids_in(topic: str) -> list[str]:
+    """The job_id of every record in `topic` (the worker's retry and dead-letter topics), one
+    per record ("" where the record holds none)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -327,11 +426,11 @@ async def job_ids_in(topic: str) -> set[str]:
             partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
-            return set()
+            return []
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        ids: set[str] = set()
+        ids: list[str] = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             positions = [await consumer.position(tp) for tp in tps]
@@ -339,8 +438,10 @@ async def job_ids_in(topic: str) -> set[str]:
                 break
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
+                    job_id = ""
                     with contextlib.suppress(ValueError, KeyError, TypeError):
-                        ids.add(json.loads(record.value)["job_id"])
+                        job_id = str(json.loads(record.value)["job_id"])
+                    ids.append(job_id)
         return ids
     finally:
         await consumer.stop()
@@ -395,29 +496,36 @@ class Sampler:
     """CPU seconds (user + system) and RSS of process groups over time.
 
     The consumers' children count with them; this process's children (the consumers) do not.
+    A process that has ended (a worker killed and restarted) keeps counting with its last
+    sample, so a group's CPU seconds never go down.
     """
 
     def __init__(self, groups: dict[str, list[psutil.Process]]) -> None:
         self._groups = groups
         self._self = psutil.Process().pid
         self._cpu: dict[int, float] = {}
+        self._members: dict[str, set[int]] = defaultdict(set)  # every pid ever seen, per group
         self.series: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.peak_rss: dict[str, float] = defaultdict(float)  # the largest single process, MiB
+
+    def add(self, label: str, process: psutil.Process) -> None:
+        """A process joins `label` (a restarted worker)."""
+        self._groups.setdefault(label, []).append(process)
 
     def sample(self) -> None:
         now = time.time()
         for label, roots in self._groups.items():
-            total = 0.0
+            members = self._members[label]
             for root in roots:
                 for process in [root] if root.pid == self._self else self._tree(root):
                     with contextlib.suppress(psutil.Error):
                         times = process.cpu_times()
                         self._cpu[process.pid] = times.user + times.system
+                        members.add(process.pid)
                         if label == "consumer":
                             rss = process.memory_info().rss / 2**20
                             self.peak_rss[label] = max(self.peak_rss[label], rss)
-                    total += self._cpu.get(process.pid, 0.0)
-            self.series[label].append((now, total))
+            self.series[label].append((now, sum(self._cpu.get(pid, 0.0) for pid in members)))
         machine = psutil.cpu_times()
         busy = machine.user + machine.nice + machine.system
         busy += sum(getattr(machine, f, 0.0) for f in ("irq", "softirq", "steal"))
@@ -474,6 +582,22 @@ class Outcome:
     rate_last: float | None = None
     window_used: int = 0
     hung_late_s: float | None = None  # median, hung jobs: delivery after their first attempt began
+    # At the provider (every scenario; the budget table shows them for the limited ones).
+    requests: int = 0
+    rate_limited: int = 0  # requests answered 429
+    rate_limited_pct: float | None = None
+    accepted_per_s: float | None = None  # accepted requests, first to last, over their time
+    max_accepted_1s: int = 0  # the most accepted requests within any rolling second
+    max_arrived_1s: int = 0  # the same, counting the requests answered 429 too
+    mean_batch: float | None = None  # emails per request answered 200 (1 for a single send)
+    call_sizes: dict[int, int] = field(default_factory=dict)  # emails per call answered 200: calls
+    hung_calls: int = 0
+    duplicates: int = 0  # emails delivered more than once, by content (subject, text, html, to)
+    dead_letters: int | None = None  # records in the email DLQ (worker)
+    undelivered: int = 0  # jobs never delivered when the side stopped
+    kills: list[str] = field(default_factory=list)  # the kill -9s, when and what had been sent
+    cap_per_s: float | None = None  # emails/s of the cap reference run
+    goal: str | None = None  # "met" or "BELOW" (or why it was not judged)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -486,15 +610,25 @@ class Consumers:
     """The processes of one side: `faststream run streams.app:app` or the baseline loop."""
 
     def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], log_dir: Path, count: int) -> None:
+        self._argv = argv
+        self._cwd = cwd
+        self._env = {**os.environ, **env}
         self.logs = [log_dir / f"consumer-{i}.log" for i in range(count)]
-        self.procs: list[subprocess.Popen[bytes]] = []
-        for path in self.logs:
-            with path.open("wb") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        argv, cwd=cwd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-                    )
-                )
+        self.procs: list[subprocess.Popen[bytes]] = [self._start(path, "wb") for path in self.logs]
+
+    def _start(self, log: Path, mode: str) -> subprocess.Popen[bytes]:
+        with log.open(mode) as out:
+            return subprocess.Popen(self._argv, cwd=self._cwd, env=self._env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill_and_restart(self, index: int, why: str) -> subprocess.Popen[bytes]:
+        """`kill -9` process `index` and start its replacement at once (logging to the same
+        file); the killed process, to be reaped."""
+        victim = self.procs[index]
+        victim.kill()
+        with self.logs[index].open("ab") as out:
+            out.write(f"\n===== benchmark: kill -9 of pid {victim.pid} ({why}); restarting =====\n".encode())
+        self.procs[index] = self._start(self.logs[index], "ab")
+        return victim
 
     def psutil_processes(self) -> list[psutil.Process]:
         found = []
@@ -530,10 +664,10 @@ def worker_argv() -> list[str]:
 
 
 def worker_env(
-    cfg: Config, prefix: str, group: str, database: str, resend_url: str, concurrency: int
+    cfg: Config, scenario: Scenario, prefix: str, group: str, database: str, resend_url: str, concurrency: int
 ) -> dict[str, str]:
     """The worker's whole configuration: its documented environment variables."""
-    return {
+    env = {
         "KAFKA_BOOTSTRAP_SERVERS": KAFKA,
         "KAFKA_TOPIC_PREFIX": prefix,
         "KAFKA_GROUP_ID": group,
@@ -542,13 +676,16 @@ def worker_env(
         "MONGODB_DATABASE": database,
         "RESEND_API_KEY": API_KEY,
         "RESEND_API_URL": resend_url,
-        "RESEND_TIMEOUT_S": f"{cfg.resend_timeout_s:g}",
+        "RESEND_TIMEOUT_S": f"{scenario.timeout_s(cfg):g}",
         "EMAIL_CONCURRENCY": str(concurrency),
-        "RESEND_RATE_LIMIT_PER_S": str(RATE_LIMIT_PER_S),
+        "RESEND_RATE_LIMIT_PER_S": str(scenario.rate_limit or RATE_LIMIT_PER_S),
         "EMAIL_FROM": EMAIL_FROM,
         "PRODUCT_NAME": PRODUCT_NAME,
         "LOG_LEVEL": "INFO",
     }
+    if scenario.batch_max:
+        env["RESEND_BATCH_MAX"] = str(scenario.batch_max)
+    return env | dict(scenario.worker_env)
 
 
 def loop_argv(cfg: Config, topic: str, group: str, database: str, resend_url: str) -> list[str]:

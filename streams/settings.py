@@ -103,8 +103,11 @@ class EmailSettings(BaseSettings):
         default="Acme", min_length=1, max_length=60, validation_alias=_env("PRODUCT_NAME")
     )
     outbox_dir: Path = Field(default=Path("outbox"), validation_alias=_env("OUTBOX_DIR"))
-    # Email jobs in flight at once per process: each mostly waits on the provider.
-    concurrency: int = Field(default=64, ge=1, le=1024)
+    # Email jobs in flight at once per process: each mostly waits on the provider. By
+    # Little's law the rate is at most this / the time a job takes: 128 at 200 ms allows
+    # 640/s, above what the stack does on 2 cores (64 allowed 320/s, and reached 0.65x the
+    # instant-provider rate); and 128 fills batches of 100 while jobs wait for the budget.
+    concurrency: int = Field(default=128, ge=1, le=1024)
 
 
 class BackoffSettings(BaseSettings):
