@@ -74,6 +74,14 @@ def pending_batch(document: Document) -> PendingBatch | None:
     return None if settled else PendingBatch(last["batch_id"], last["batch_at"])
 
 
+def never_sent(document: Document, attempt: int) -> bool:
+    """Whether every attempt before `attempt` is known to have sent nothing: then the job
+    may be sent any way, a batch included. An attempt that may have sent it (a timeout, a
+    crash, an older entry that does not say) binds the next ones to its way and key."""
+    unsent = {entry["attempt"] for entry in document.get("history") or [] if entry.get("sent") == Sent.NO}
+    return all(earlier in unsent for earlier in range(1, attempt))
+
+
 class DeliveryLedger:
     """`collection` names the buckets (`<its name>_<day>` in its database); it is not written."""
 

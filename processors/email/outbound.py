@@ -47,6 +47,8 @@ T = TypeVar("T")
 
 DEFAULT_PAUSE_S = 1.0
 """A 429 without `retry-after`: pause this long."""
+CLOSE_WAIT_S = 15.0
+"""On close, how long calls under way may take to be answered."""
 NO_WAIT_S = 0.01
 """A job whose slot is this close, with nobody queued, is sent alone at once."""
 _SETTLED_MEMO = 1_000
@@ -64,10 +66,20 @@ class OutboundStats:
 
 
 @dataclass
+class Handoff:
+    """Whether an email has been handed to the provider: its call made, or its batch
+    recorded for the call. Until then a job that stops (cancelled, a store error) is
+    known not to have been sent."""
+
+    handed: bool = False
+
+
+@dataclass
 class _Waiting:
     email: OutgoingEmail
     attempt: int
     future: asyncio.Future[str]
+    handoff: Handoff
     since_s: float = field(default_factory=time.monotonic)
     taken: bool = False  # into a batch: its call is being recorded or made
 
@@ -127,20 +139,29 @@ class Outbound:
             repeats=self._repeats,
         )
 
-    async def send(self, email: OutgoingEmail, *, attempt: int, batchable: bool) -> str:
+    async def send(
+        self, email: OutgoingEmail, *, attempt: int, batchable: bool, handoff: Handoff | None = None
+    ) -> str:
         """Send `email` (the job `email.idempotency_key`, in its attempt `attempt`); its id.
 
         `batchable`: the job has never been sent any other way, so it may join a batch.
+        `handoff` is marked once the email is handed to the provider.
         Raises `TransientError` (the outcome is unknown) or `PermanentError` (it was not sent).
         """
+        handoff = handoff or Handoff()
         if self._closed:
             raise TransientError("the worker is shutting down", error_class="ShuttingDown")
         if not (batchable and self.batching) or self._slot_free_now():
-            result = await self._within_budget(lambda: self._sender.send(email))
+
+            async def call() -> str:
+                handoff.handed = True
+                return await self._sender.send(email)
+
+            result = await self._within_budget(call)
             self._singles_sent += 1
             return result
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        waiting = _Waiting(email, attempt, future)
+        waiting = _Waiting(email, attempt, future, handoff)
         self._queue.append(waiting)
         self._queued.set()
         self._ensure_loop()
@@ -194,9 +215,13 @@ class Outbound:
                     TransientError("the worker is shutting down", error_class="ShuttingDown")
                 )
         if self._calls:
-            await asyncio.wait(self._calls)
-        for task in list(self._repeating.values()):
-            task.cancel()
+            # Each is one provider call (bounded by its timeout), unless a 429 made it wait
+            # for a slot that will not come now.
+            _, late = await asyncio.wait(self._calls, timeout=CLOSE_WAIT_S)
+            for call in late:
+                call.cancel()
+        for repeat in list(self._repeating.values()):
+            repeat.cancel()
 
     # ------------------------------------------------------------------ the budget
 
@@ -261,13 +286,17 @@ class Outbound:
                 await self._send_members(members)
             except asyncio.CancelledError:
                 for waiting in members:
-                    if not waiting.future.done():
-                        waiting.future.set_exception(
-                            TransientError("the worker is shutting down", error_class="ShuttingDown")
-                        )
+                    _fail(waiting, TransientError("the worker is shutting down", error_class="ShuttingDown"))
                 raise
+            except Exception:
+                # A bug must not stop the loop: every later job would wait forever.
+                log.exception("forming a batch failed; its jobs will be retried")
+                for waiting in members:
+                    _fail(waiting, TransientError("forming a batch failed", error_class="BatchFailed"))
 
     async def _send_members(self, members: list[_Waiting]) -> None:
+        """Send `members` in the next slot: alone, or as a batch recorded first. Returns
+        once the call is under way; its answer settles the members' futures."""
         budget = self._budget
         assert budget is not None
         if len(members) == 1:
@@ -295,12 +324,18 @@ class Outbound:
                 _fail(waiting, error)
             return
         self._record_s = 0.8 * self._record_s + 0.2 * (time.monotonic() - started_s)
+        for waiting in members:
+            waiting.handoff.handed = True  # recorded: from now on, only this call may send it
         await budget.acquire()
         self._spawn(self._send_batch(batch, members))
 
     async def _send_alone(self, waiting: _Waiting) -> None:
+        async def call() -> str:
+            waiting.handoff.handed = True
+            return await self._sender.send(waiting.email)
+
         try:
-            provider_id = await self._within_budget(lambda: self._sender.send(waiting.email), slot_taken=True)
+            provider_id = await self._within_budget(call, slot_taken=True)
         except JobError as error:
             _fail(waiting, error)
             return

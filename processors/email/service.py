@@ -12,8 +12,8 @@ from processors.cancellation import release_on_cancel
 from processors.claims import ClaimOutcome
 from processors.email.batches import RecordedBatch
 from processors.email.jobs import EmailJobModel
-from processors.email.ledger import DeliveryLedger, Sent, pending_batch
-from processors.email.outbound import Outbound
+from processors.email.ledger import DeliveryLedger, Sent, never_sent, pending_batch
+from processors.email.outbound import Handoff, Outbound
 from processors.email.render import EmailRenderer
 from processors.email.senders import EmailSender, OutgoingEmail
 from processors.errors import JobError, PermanentError
@@ -68,10 +68,16 @@ class EmailService:
                 attempt=claim.attempt,
             )
         pending = pending_batch(claim.document)
+        # Nothing of this job can have gone out yet: it may join a batch.
+        clean = pending is None and never_sent(claim.document, claim.attempt)
+        handoff = Handoff()
         try:
             # Noted, but not stored: the batch call was never made.
             batch = None if pending is None else await self._ledger.recorded_batch(pending)
+            if batch is not None and job.job_id not in batch.members:
+                batch = None  # not the batch its note names (never expected)
             if batch is not None:
+                handoff.handed = True
                 provider_id = await self._repeat_batch(job, batch)
             else:
                 content = self._renderer.render(job)
@@ -80,9 +86,10 @@ class EmailService:
                         idempotency_key=job.job_id, sender=self._from, to=str(job.to), content=content
                     ),
                     attempt=claim.attempt,
-                    # Only a first attempt: a job tried before may have gone out alone, with
-                    # its own key, and must be repeated that way.
-                    batchable=claim.attempt == 1 and pending is None,
+                    # An attempt that may have sent it alone, with its own key, binds the
+                    # next ones to that way: only a job never sent may join a batch.
+                    batchable=clean,
+                    handoff=handoff,
                 )
         except JobError as error:
             permanent = isinstance(error, PermanentError)
@@ -91,18 +98,24 @@ class EmailService:
                 claim.attempt,
                 error.error_class,
                 permanent=permanent,
-                sent=Sent.NO if permanent else Sent.UNKNOWN,
+                sent=_sent(handoff, clean=clean, refused=permanent),
             )
             raise
         except Exception:
             # A bug, not a verdict on the job: release the claim so the retry can take it
             # at once instead of waiting out the lease.
-            await self._release(job, claim.attempt, "UnexpectedError", permanent=False)
+            await self._release(
+                job, claim.attempt, "UnexpectedError", permanent=False, sent=_sent(handoff, clean=clean)
+            )
             raise
         except asyncio.CancelledError:
             # Cut off by shutdown: let the next owner claim it at once. If the send went
             # through, Resend's Idempotency-Key answers the next attempt without a second email.
-            await release_on_cancel(self._release(job, claim.attempt, "Interrupted", permanent=False))
+            await release_on_cancel(
+                self._release(
+                    job, claim.attempt, "Interrupted", permanent=False, sent=_sent(handoff, clean=clean)
+                )
+            )
             raise
         await self._ledger.mark_sent(
             job_id=job.job_id,
@@ -160,3 +173,15 @@ class EmailService:
             now=self._clock(),
             sent=sent,
         )
+
+
+def _sent(handoff: Handoff, *, clean: bool, refused: bool = False) -> Sent:
+    """Whether a failed attempt leaves the job known never to have been sent.
+
+    Yes when the provider refused this very email (a single send's key, or the batch the
+    job is bound to, was answered with a refusal), or when nothing was handed over in this
+    attempt and nothing could have gone out before. Otherwise it may have gone out.
+    """
+    if handoff.handed:
+        return Sent.NO if refused else Sent.UNKNOWN
+    return Sent.NO if clean else Sent.UNKNOWN

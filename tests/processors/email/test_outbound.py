@@ -30,12 +30,18 @@ class Worker:
     """One worker's email processor: a budget it owns whole, batching on."""
 
     def __init__(
-        self, ledger: DeliveryLedger, fake: FakeResend, *, rate_per_s: float = 20, timeout_s: float = 5
+        self,
+        ledger: DeliveryLedger,
+        fake: FakeResend,
+        *,
+        rate_per_s: float = 20,
+        timeout_s: float = 5,
+        batch_prefix: str = "b",
     ) -> None:
         self.sender = ResendSender(SecretStr("re_test"), fake.url, timeout_s=timeout_s)
         self.budget = SlotBudget(rate_per_s)
         self.budget.assign([0], 1)
-        self.batch_ids = (f"b{n}" for n in itertools.count())
+        self.batch_ids = (f"{batch_prefix}{n}" for n in itertools.count())
         self.outbound = Outbound(
             self.sender,
             budget=self.budget,
@@ -263,7 +269,16 @@ async def test_a_job_cancelled_while_waiting_for_the_budget_is_not_sent(
     document = await ledger.get("job-1")
     assert document is not None
     assert document["status"] == "retrying"
-    assert pending_batch(document) is None, "it joined no batch: its next attempt may send it any way"
+    assert document["history"][-1]["sent"] == "no", "cut off before it was handed over"
+    assert pending_batch(document) is None
+    # So its next attempt may still join a batch.
+    again = Worker(ledger, fake_resend, rate_per_s=0.5, batch_prefix="again-")
+    try:
+        retried = await again.process_all([jobs[1], *otp_jobs(2, prefix="later")])
+    finally:
+        await again.close()
+    assert all(isinstance(o, EmailOutcome) for o in retried), retried
+    assert [r.emails for r in fake_resend.requests if r.path == "/emails/batch"][-1] == 3
 
 
 async def test_a_job_that_finds_a_slot_at_hand_goes_alone_at_once(
@@ -280,3 +295,23 @@ async def test_a_job_that_finds_a_slot_at_hand_goes_alone_at_once(
         ("/emails", f"job-{n}") for n in range(5)
     ]
     assert worker.outbound.stats().batches_sent == 0
+
+
+async def test_a_batch_that_cannot_be_recorded_fails_its_jobs_and_batching_goes_on(
+    ledger: DeliveryLedger, fake_resend: FakeResend
+) -> None:
+    first = Worker(ledger, fake_resend, batch_prefix="same-")
+    try:
+        assert all(isinstance(o, EmailOutcome) for o in await first.process_all(otp_jobs(2, prefix="a")))
+    finally:
+        await first.close()
+    # A second worker whose first batch id is taken: the record fails (a duplicate key).
+    second = Worker(ledger, fake_resend, batch_prefix="same-")
+    try:
+        failed = await second.process_all(otp_jobs(2, prefix="b"))
+        assert all(isinstance(o, TransientError) for o in failed), failed
+        later = await second.process_all(otp_jobs(2, prefix="c"))
+    finally:
+        await second.close()
+    assert all(isinstance(o, EmailOutcome) for o in later), later
+    assert fake_resend.delivery_count == 4, "the b jobs were never sent"
