@@ -47,6 +47,10 @@ T = TypeVar("T")
 
 DEFAULT_PAUSE_S = 1.0
 """A 429 without `retry-after`: pause this long."""
+LEAD_MIN_S = 0.15
+"""A batch is taken at least this long before its slot (at most half a slot ahead): the
+store's writes pause now and then (SQLite's checkpoints behind FerretDB), and a record
+that ends after the slot's start costs the whole slot."""
 CLOSE_WAIT_S = 15.0
 """On close, how long calls under way may take to be answered."""
 NO_WAIT_S = 0.01
@@ -204,6 +208,15 @@ class Outbound:
     async def close(self) -> None:
         """Stop batching; jobs still queued fail as transient; calls under way are awaited."""
         self._closed = True
+        if self._budget is not None:
+            budget = self._budget.stats()
+            log.info(
+                "sending: %s; budget slots used %d, missed %d, waited %.1f s",
+                self.stats(),
+                budget.slots_used,
+                budget.slots_missed,
+                budget.waited_s,
+            )
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -315,6 +328,7 @@ class Outbound:
         ledger = self._ledger
         assert ledger is not None
         started_s = time.monotonic()
+        intended_s = budget.next_slot_s()
         try:
             await ledger.record_batch(batch, attempts={w.job_id: w.attempt for w in members})
         except JobError as error:
@@ -323,10 +337,17 @@ class Outbound:
             for waiting in members:
                 _fail(waiting, error)
             return
-        self._record_s = 0.8 * self._record_s + 0.2 * (time.monotonic() - started_s)
+        record_s = time.monotonic() - started_s
+        self._record_s = 0.8 * self._record_s + 0.2 * record_s
         for waiting in members:
             waiting.handoff.handed = True  # recorded: from now on, only this call may send it
-        await budget.acquire()
+        slot_s = await budget.acquire()
+        if intended_s is not None and slot_s > intended_s + budget.period_s / 2:
+            log.info(
+                "a batch of %d missed its slot: recording it took %.0f ms",
+                len(members),
+                1000 * record_s,
+            )
         self._spawn(self._send_batch(batch, members))
 
     async def _send_alone(self, waiting: _Waiting) -> None:
@@ -392,8 +413,10 @@ class Outbound:
         return slot_s is not None and slot_s - self._wall() <= NO_WAIT_S
 
     def _lead_s(self) -> float:
-        """How long before its slot a batch is taken: time to record it, with room to spare."""
-        return min(0.5, max(0.03, 2 * self._record_s))
+        """How long before its slot a batch is taken: time to record it, with room to spare
+        (a record that ends after the slot's start costs the whole slot)."""
+        period_s = self._budget.period_s if self._budget is not None else 1.0
+        return min(max(LEAD_MIN_S, 4 * self._record_s), period_s / 2)
 
 
 def _fail(waiting: _Waiting, error: BaseException) -> None:
