@@ -1,9 +1,10 @@
 """Email throughput: the worker against a hand-written aiokafka loop, on the same servers.
 
-    make bench                                            # every scenario, ~17 min on 2 cores
+    make bench                                            # every scenario, ~22 min on 2 cores
     .venv/bin/python -m benchmarks.throughput --smoke     # tiny counts, < 60 s (CI runs it)
     .venv/bin/python -m benchmarks.throughput --list      # the scenarios and their settings
     .venv/bin/python -m benchmarks.throughput --scenarios keys-200ms,one-key-200ms --jobs 500
+    .venv/bin/python -m benchmarks.throughput --scenarios limited-2rps,limited-2rps-3p,batch-chaos
 
 Needs `make services`. For each scenario and side it makes a fresh topic prefix, consumer
 group and database, pre-publishes the jobs with one idempotent producer, then starts the
@@ -12,7 +13,8 @@ scenario's latency):
 
 - **worker**: the real command, `faststream run streams.app:app`, in a subprocess, set up
   only through environment variables (EMAIL_CONCURRENCY from the scenario,
-  RESEND_RATE_LIMIT_PER_S=1000; a worker that does not know a variable ignores it);
+  RESEND_RATE_LIMIT_PER_S=1000 unless the scenario is limited; a worker that does not know
+  a variable ignores it);
 - **loop**: a baseline that does the same work per job in one aiokafka loop (this file,
   run as `python -m benchmarks.throughput _loop ...`): claim the job in the store's
   ledger (a document with `_id` = job_id and status `sending`), render the same Jinja2
@@ -32,6 +34,28 @@ p50/p99 from publish to send (the publish time rides in the job_id; with a pre-p
 backlog this is mostly time spent waiting in the topic); the consumer's peak RSS; the
 CPU seconds of the consumer, the Kafka broker, FerretDB and this process (the fake
 provider) over the sending window, and how busy that kept the machine's cores.
+
+The provider's rate limit has scenarios of its own, **worker only** (the loop has no
+budget, so it has no side in them): the fake refuses any request beyond 2 in a rolling
+second (429 with `retry-after`) and the worker runs with RESEND_RATE_LIMIT_PER_S=2, one
+budget for all its processes, sending the jobs that wait for a slot in batches:
+
+- `limited-2rps`: 1 process, 50 ms latency, RESEND_BATCH_MAX=100, EMAIL_CONCURRENCY=256
+  (a process needs ~100 jobs waiting at each of its slots to fill a batch), 4,000 jobs of
+  one key each (the jobs of one key go one at a time). Goal ≥ 190 emails/s (95 % of
+  2 x 100), or, where `nolimit-50ms-256` (the same jobs with no limit, run just before it)
+  shows the stack cannot reach 200/s on this machine, ≥ 95 % of that cap, shown;
+- `limited-2rps-3p`: the same with 3 processes, ≥ 180 emails/s in total;
+- for both: ≤ 2 % of requests answered 429, no second with more than 2 requests accepted,
+  nothing sent twice (by content), no record in the email DLQ;
+- `batch-chaos`: 2 processes, batches of 10, RESEND_TIMEOUT_S=2, quick email retries, 5 %
+  of batch calls answered only after 2.5 s, a `kill -9` of one process every 10 s for a
+  minute (in turn, each restarted at once), then every job waited for: 0 lost, 0 sent twice.
+
+Their table adds the requests, the 429s and their share, the most requests accepted (and
+arrived) in any second, the mean batch, calls by size, duplicates by content, dead letters,
+lost jobs, kills, hung calls and the goal's verdict (item by item in the notes). The smoke
+has a 200-job `limited-2rps`, so CI goes through the budget path.
 
 Every side is checked at the fake by content: each job is delivered exactly once (counted
 by the token in its subject and by idempotency key); a job whose offset was committed is
@@ -139,6 +163,9 @@ class Scenario:
     goal_per_s: float | None = None  # emails/s the worker must reach (the issue's goal)
     cap_reference: str | None = None  # the same jobs without a limit: what the stack reaches here
     worker_only: bool = False  # no loop side (the loop has no rate budget)
+    # Publish once every process has joined and the partitions are shared out: a burst
+    # reaching running workers (else the first process to join drains alone for a while).
+    burst_after_join: bool = False
 
     @property
     def ordered(self) -> bool:
@@ -174,6 +201,8 @@ class Scenario:
             parts.append(f"{self.history_docs:,} older ledger documents")
         if self.limited:
             parts.append(f"provider limited to {self.rate_limit} req/s = RESEND_RATE_LIMIT_PER_S")
+        elif self.worker_only:
+            parts.append(f"no provider limit (RESEND_RATE_LIMIT_PER_S={RATE_LIMIT_PER_S})")
         if self.batch_max:
             parts.append(f"RESEND_BATCH_MAX={self.batch_max}")
         if self.concurrency:
@@ -204,6 +233,7 @@ BATCH_MAX = 100
 BUDGET_CONCURRENCY = 256
 GOAL_SHARE = 0.95  # of limit x batch, or of the stack's cap on the machine when that is lower
 MAX_429_SHARE = 0.02
+SLOT_SPAN = 1.02  # the worker's slots are 1.02 / RESEND_RATE_LIMIT_PER_S s long (README)
 CHAOS_ENV = (
     ("EMAIL_SEND_LEASE_S", "4"),
     ("EMAIL_RETRY_BASE_MS", "500"),
@@ -237,7 +267,11 @@ BUDGET = (
         cap_reference="nolimit-50ms-256",
         deadline_s=120.0,
     ),
-    budget_scenario("limited-2rps-3p", jobs=4000, processes=3, goal_per_s=180.0, deadline_s=120.0),
+    budget_scenario(
+        "limited-2rps-3p", jobs=4000, processes=3, goal_per_s=180.0, deadline_s=120.0, burst_after_join=True
+    ),
+    # The same, with the jobs already waiting when the processes start, one after another.
+    budget_scenario("limited-2rps-3p-cold", jobs=4000, processes=3, goal_per_s=180.0, deadline_s=120.0),
     # Batches of 10 at 2 calls a second: ~100 s of sending, past the minute of kills.
     budget_scenario(
         "batch-chaos",
@@ -596,6 +630,12 @@ class Outcome:
     dead_letters: int | None = None  # records in the email DLQ (worker)
     undelivered: int = 0  # jobs never delivered when the side stopped
     kills: list[str] = field(default_factory=list)  # the kill -9s, when and what had been sent
+    slots_missed: int = 0  # the group's slots left unused between its first and last request
+    missed_at_s: list[float] = field(default_factory=list)  # when, after the first request
+    slot_lag_ms: list[float] = field(default_factory=list)  # arrival after its slot began: p50, max
+    partition_done_s: dict[int, float] = field(default_factory=dict)  # last delivery, after the first
+    # Limited runs, every request as the fake saw it: (arrival after the first, emails, status, held s).
+    calls: list[tuple[float, int, int, float]] = field(default_factory=list)
     cap_per_s: float | None = None  # emails/s of the cap reference run
     goal: str | None = None  # "met" or "BELOW" (or why it was not judged)
     errors: list[str] = field(default_factory=list)
@@ -604,6 +644,29 @@ class Outcome:
     @property
     def label(self) -> str:
         return f"{self.scenario.name} / {self.side} @ {self.concurrency}"
+
+
+_OWNS = re.compile(r"email-jobs: this process owns partitions \[([0-9, ]*)\] of (\d+)")
+
+
+async def shared_out(consumers: Consumers, processes: int, timeout_s: float = 60.0) -> None:
+    """Wait until each worker's latest assignment (its log) holds its own partitions and
+    together they hold them all."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        latest: list[set[int]] = []
+        total = 0
+        for log_path in consumers.logs:
+            found = _OWNS.findall(log_path.read_text("utf-8", "replace")) if log_path.exists() else []
+            if found:
+                owned, total_text = found[-1]
+                latest.append({int(p) for p in owned.split(",") if p.strip()})
+                total = int(total_text)
+        union = set().union(*latest) if latest else set()
+        if len(latest) == processes and total and len(union) == total == sum(map(len, latest)):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the {processes} workers did not share out the partitions within {timeout_s:.0f} s")
 
 
 class Consumers:
@@ -618,7 +681,9 @@ class Consumers:
 
     def _start(self, log: Path, mode: str) -> subprocess.Popen[bytes]:
         with log.open(mode) as out:
-            return subprocess.Popen(self._argv, cwd=self._cwd, env=self._env, stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                self._argv, cwd=self._cwd, env=self._env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def kill_and_restart(self, index: int, why: str) -> subprocess.Popen[bytes]:
         """`kill -9` process `index` and start its replacement at once (logging to the same
@@ -705,6 +770,45 @@ def loop_argv(cfg: Config, topic: str, group: str, database: str, resend_url: st
     ]
 
 
+class Delivered:
+    """The distinct jobs the fake has delivered so far, by the token in the subject (a job
+    delivered twice counts once), read on from where the last call stopped."""
+
+    def __init__(self, fake: FakeResend) -> None:
+        self._fake = fake
+        self._read = 0
+        self._tokens: set[str] = set()
+
+    def count(self) -> int:
+        deliveries = self._fake.deliveries
+        for delivery in deliveries[self._read :]:
+            if match := TOKEN.search(str(delivery.body.get("subject", ""))):
+                self._tokens.add(match.group(1))
+        self._read = len(deliveries)
+        return len(self._tokens)
+
+
+async def kill_in_turn(
+    consumers: Consumers, sampler: Sampler, delivered: Delivered, scenario: Scenario, outcome: Outcome
+) -> None:
+    """From the first send on, every `kill_every_s`: `kill -9` one worker process, in turn, and
+    start its replacement at once. The schedule never waits for a worker to come up."""
+    while delivered.count() == 0:
+        await asyncio.sleep(0.1)
+    began = time.monotonic()
+    for kill in range(1, scenario.kills + 1):
+        await asyncio.sleep(max(0.0, began + kill * scenario.kill_every_s - time.monotonic()))
+        index = kill % len(consumers.procs)
+        at_s = time.monotonic() - began
+        sent = delivered.count()
+        victim = consumers.kill_and_restart(index, f"#{kill}, {at_s:.0f} s after the first send")
+        with contextlib.suppress(psutil.Error):
+            sampler.add("consumer", psutil.Process(consumers.procs[index].pid))
+        outcome.kills.append(f"#{kill} at {at_s:.0f} s: process {index}, {sent}/{scenario.jobs} sent")
+        print(f"    kill -9 {outcome.kills[-1]}", flush=True)
+        await asyncio.to_thread(victim.wait, 10)
+
+
 async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int) -> Outcome:
     tag = f"b{uuid.uuid4().hex[:8]}"
     prefix = f"{tag}."
@@ -720,8 +824,10 @@ async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int)
         await create_topic(topic)
         if scenario.history_docs:
             await prefill_history(database, scenario.history_docs)
-        jobs = await publish(topic, tag, scenario)
-        outcome.published = len(jobs)
+        jobs: list[Any] = []
+        if not scenario.burst_after_join:
+            jobs = await publish(topic, tag, scenario)
+            outcome.published = len(jobs)
         if scenario.hang_every:
             # A job sent alone hangs by its Idempotency-Key (its job_id); a batch call has a
             # key of the consumer's own, so 1 in `hang_every` of those hangs at random.
@@ -729,21 +835,36 @@ async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int)
             for job in (jobs[seq] for seq in scenario.hung_seqs()):
                 fake.hang(job.job_id, held_s)
             fake.set_hang_probability(1 / scenario.hang_every, held_s, seed=0, only_batches=True)
+        if scenario.hang_batches:
+            # Answered only after the worker gave up: the batch's outcome is unknown to it.
+            held_s = scenario.timeout_s(cfg) + 0.5
+            fake.set_hang_probability(scenario.hang_batches, held_s, seed=7, only_batches=True)
+        if scenario.limited:
+            fake.set_rate_limit(scenario.rate_limit)
         if side == "worker":
-            env = worker_env(cfg, prefix, group, database, fake.url, concurrency)
+            env = worker_env(cfg, scenario, prefix, group, database, fake.url, concurrency)
             argv, cwd = worker_argv(), cfg.worker_dir
         else:
             env = {"KAFKA_BOOTSTRAP_SERVERS": KAFKA, "MONGODB_URL": MONGODB_URL}
             argv, cwd = loop_argv(cfg, topic, group, database, fake.url), REPO_ROOT
         started_s = time.time()
         consumers = Consumers(argv, cwd, env, log_dir, scenario.processes)
+        if scenario.burst_after_join:
+            await shared_out(consumers, scenario.processes)
+            started_s = time.time()
+            jobs = await publish(topic, tag, scenario)
+            outcome.published = len(jobs)
         groups = {"consumer": consumers.psutil_processes(), "fake": [psutil.Process()]}
         groups |= {label: [process] for label, process in service_processes().items()}
         sampler = Sampler(groups)
+        delivered = Delivered(fake)
+        chaos = None
+        if scenario.kills and side == "worker":
+            chaos = asyncio.create_task(kill_in_turn(consumers, sampler, delivered, scenario, outcome))
         deadline = time.monotonic() + scenario.deadline_s
         while True:
             sampler.sample()
-            if fake.delivery_count >= len(jobs):
+            if delivered.count() >= len(jobs):
                 outcome.finished = True
                 break
             if consumers.exited():
@@ -752,16 +873,29 @@ async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int)
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(SAMPLE_EVERY_S)
+        if chaos is not None:
+            chaos.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await chaos
+            if outcome.kills:
+                outcome.notes.append("kill -9 " + "; ".join(outcome.kills))
         await asyncio.sleep(SETTLE_S)
         sampler.sample()
         await consumers.stop()
         committed = await committed_offsets(group, topic)
-        pending: set[str] = set()
-        dead: set[str] = set()
+        pending: list[str] = []
+        dead: list[str] = []
         if side == "worker":
             pending = await job_ids_in(f"{topic}.retry")
             dead = await job_ids_in(f"{topic}.dlq")
-        analyse(outcome, jobs, fake.requests, fake.deliveries, committed, pending, dead, started_s)
+            outcome.dead_letters = len(dead)
+        requests, deliveries = fake.requests, fake.deliveries
+        analyse(outcome, jobs, requests, deliveries, committed, set(pending), set(dead), started_s)
+        provider_figures(outcome, requests, deliveries)
+        if scenario.limited:
+            partition_tails(outcome, jobs, deliveries)
+        outcome.max_accepted_1s = max(outcome.max_accepted_1s, fake.max_accepted_in_any_window(1.0))
+        budget_checks(outcome)
         if outcome.rate is not None and outcome.first_send_after_s is not None:
             first_s = started_s + outcome.first_send_after_s
             for label in ("consumer", "kafka", "ferretdb", "fake"):
@@ -881,6 +1015,7 @@ def analyse(
         calls = len({d.idempotency_key for d in batched})
         outcome.notes.append(f"{len(batched)} emails in {calls} batch calls")
     missing = [job for job in jobs if seen[job.seq] == 0]
+    outcome.undelivered = len(missing)
     lost = [j for j in missing if j.offset < committed.get(j.partition, 0)]
     if outcome.finished and missing:
         outcome.errors.append(f"MISSING: {len(missing)} jobs never delivered")
@@ -896,7 +1031,9 @@ def analyse(
     if waiting:
         outcome.notes.append(f"{len(waiting)} in the retry topic at the deadline")
     statuses = Counter(r.status for r in requests)
-    bad = {s: n for s, n in statuses.items() if s != 200}
+    # Under a rate limit a 429 is measured (provider_figures), not a failure in itself.
+    expected = {200, 429} if outcome.scenario.limited else {200}
+    bad = {s: n for s, n in statuses.items() if s not in expected}
     if bad:
         outcome.errors.append(f"provider answered {bad} (409: same key, other payload)")
     # Each answered call either delivered (one email, or a batch's) or replayed an earlier answer.
@@ -962,6 +1099,103 @@ def analyse(
         if window >= 2:
             outcome.rate_first = _rate(times[:window])
             outcome.rate_last = _rate(times[-window:])
+
+
+def _most_in_window(times: Sequence[float], window_s: float = 1.0) -> int:
+    """The most of `times` within any half-open window `[t, t + window_s)`."""
+    ordered = sorted(times)
+    most = end = 0
+    for start, start_s in enumerate(ordered):
+        while end < len(ordered) and ordered[end] < start_s + window_s:
+            end += 1
+        most = max(most, end - start)
+    return most
+
+
+def provider_figures(outcome: Outcome, requests: list[Request], deliveries: list[Delivery]) -> None:
+    """Requests, 429s, the busiest second, batch sizes, hung calls and duplicates by content."""
+    outcome.requests = len(requests)
+    outcome.rate_limited = sum(1 for r in requests if r.status == 429)
+    if requests:
+        outcome.rate_limited_pct = 100 * outcome.rate_limited / len(requests)
+    accepted = sorted(r.arrived_s for r in requests if r.status != 429)
+    outcome.max_accepted_1s = _most_in_window(accepted)
+    outcome.max_arrived_1s = _most_in_window([r.arrived_s for r in requests])
+    outcome.accepted_per_s = _rate(accepted)
+    answered = [r.emails for r in requests if r.status == 200]
+    if answered:
+        outcome.mean_batch = sum(answered) / len(answered)
+    outcome.call_sizes = dict(sorted(Counter(answered).items()))
+    outcome.hung_calls = sum(1 for r in requests if r.hung_s)
+    by_content = Counter(d.content_key for d in deliveries)
+    outcome.duplicates = sum(n - 1 for n in by_content.values() if n > 1)
+    if outcome.scenario.rate_limit and accepted:
+        slot_figures(outcome, accepted, SLOT_SPAN / outcome.scenario.rate_limit)
+        first = min(r.arrived_s for r in requests)
+        outcome.calls = [
+            (round(r.arrived_s - first, 3), r.emails, r.status, round(r.hung_s, 1))
+            for r in sorted(requests, key=lambda r: r.arrived_s)
+        ]
+
+
+def slot_figures(outcome: Outcome, accepted: Sequence[float], period_s: float) -> None:
+    """The group's slots as the provider saw them: slot k begins at k x period_s (epoch s), as
+    the worker's budget cuts time. A gap of n periods between two accepted requests left n - 1
+    slots unused (their owner had nothing queued, was rebalancing, or woke too late); an
+    arrival's lag after its slot began shows how close to the margin the worker sends."""
+    lags = sorted(1000 * (at % period_s) for at in accepted)
+    outcome.slot_lag_ms = [lags[len(lags) // 2], lags[-1]]
+    first = accepted[0]
+    for before, after in itertools.pairwise(accepted):
+        unused = round((after - before) / period_s) - 1
+        if unused > 0:
+            outcome.slots_missed += unused
+            outcome.missed_at_s.append(round(before - first + period_s, 2))
+    if outcome.missed_at_s:
+        shown = ", ".join(f"{at:g}" for at in outcome.missed_at_s[:12])
+        more = ", ..." if len(outcome.missed_at_s) > 12 else ""
+        outcome.notes.append(
+            f"{outcome.slots_missed} slots unused, from {shown}{more} s after the first request"
+        )
+
+
+def partition_tails(outcome: Outcome, jobs: list[Job], deliveries: list[Delivery]) -> None:
+    """Per partition, when its last job was delivered, after the first delivery: slots belong
+    to partitions, so a partition drained early leaves its slots unused while others wait."""
+    by_seq = {job.seq: job for job in jobs}
+    last: dict[int, float] = {}
+    for delivery in deliveries:
+        match = TOKEN.search(str(delivery.body.get("subject", "")))
+        job = by_seq.get(int(match.group(1))) if match else None
+        if job is not None:
+            last[job.partition] = max(last.get(job.partition, 0.0), delivery.at_s)
+    if last:
+        first = min(d.at_s for d in deliveries)
+        outcome.partition_done_s = {p: round(at - first, 1) for p, at in sorted(last.items())}
+
+
+def budget_checks(outcome: Outcome) -> None:
+    """What must hold under a rate limit whatever the speed: no second over the limit, nothing
+    sent twice, nothing dead-lettered; and with kills, nothing lost and every kill on a live run."""
+    scenario = outcome.scenario
+    if not scenario.limited:
+        return
+    limit = scenario.rate_limit or 0
+    if outcome.max_accepted_1s > limit:
+        outcome.errors.append(
+            f"OVER THE LIMIT: {outcome.max_accepted_1s} requests accepted within one second (limit {limit})"
+        )
+    if outcome.duplicates and not any(e.startswith("DUPLICATES") for e in outcome.errors):
+        outcome.errors.append(f"DUPLICATES: {outcome.duplicates} emails delivered twice, by content")
+    if outcome.dead_letters and not any(e.startswith("DEAD-LETTERED") for e in outcome.errors):
+        outcome.errors.append(f"DEAD LETTERS: {outcome.dead_letters} records in the email DLQ")
+    if scenario.kills:
+        if outcome.undelivered:
+            outcome.errors.append(f"LOST: {outcome.undelivered} jobs never delivered")
+        if len(outcome.kills) < scenario.kills:
+            outcome.errors.append(
+                f"only {len(outcome.kills)} of {scenario.kills} kills came before every job was sent"
+            )
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -1461,6 +1695,47 @@ def relate(outcomes: list[Outcome], cfg: Config) -> None:
         if o.rate_first is not None or o.rate_last is not None:
             n = f"{o.window_used:,}"
             o.notes.append(f"first {n}: {_fmt(o.rate_first)}/s, last {n}: {_fmt(o.rate_last)}/s")
+        if o.side == "worker" and o.scenario.limited:
+            judge_budget(o, outcomes, smoke=cfg.smoke)
+
+
+def judge_budget(o: Outcome, outcomes: list[Outcome], *, smoke: bool) -> None:
+    """The issue's goals for a limited run, item by item, into `o.goal` and a note."""
+    s = o.scenario
+    limit = s.rate_limit or 0
+    items: list[tuple[bool, str]] = []
+    if s.goal_per_s:
+        target = s.goal_per_s
+        ceiling = limit * (s.batch_max or BATCH_MAX)
+        cap = ""
+        ref = next((r for r in outcomes if r.scenario.name == s.cap_reference and r.side == "worker"), None)
+        if ref is not None and ref.rate:
+            o.cap_per_s = ref.rate
+            busy = "" if ref.busy_pct is None else f", CPU busy {ref.busy_pct:.0f} %"
+            if ref.rate < ceiling:
+                target = GOAL_SHARE * ref.rate
+                cap = f"; 95 % of the stack's cap here, {s.cap_reference} at {ref.rate:.0f}/s{busy}"
+            else:
+                cap = f"; no cap below {ceiling}/s: {s.cap_reference} at {ref.rate:.0f}/s{busy}"
+        elif s.cap_reference:
+            cap = f"; no {s.cap_reference} run, so no cap"
+        reached = o.finished and o.rate is not None and o.rate >= target
+        items.append((reached, f"≥ {target:.0f} emails/s ({_fmt(o.rate)}{cap})"))
+    share = o.rate_limited_pct or 0.0
+    items.append((share <= 100 * MAX_429_SHARE, f"≤ {100 * MAX_429_SHARE:g} % answered 429 ({share:.1f} %)"))
+    items.append((o.max_accepted_1s <= limit, f"≤ {limit} accepted in any second ({o.max_accepted_1s})"))
+    items.append((o.duplicates == 0, f"0 sent twice ({o.duplicates})"))
+    items.append((not o.dead_letters, f"0 dead letters ({_fmt(o.dead_letters, 0)})"))
+    if s.kills:
+        items.append((o.undelivered == 0, f"0 lost ({o.undelivered})"))
+    met = all(ok for ok, _ in items) and not o.errors
+    listed = "; ".join(text if ok else f"**BELOW** {text}" for ok, text in items)
+    if smoke:
+        o.goal = "smoke: too few jobs to judge"
+        o.notes.append(f"goal not judged (smoke): {listed}")
+    else:
+        o.goal = "met" if met else "BELOW"
+        o.notes.append(f"goal {'met' if met else 'NOT MET'}: {listed}")
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -1489,6 +1764,8 @@ def machine() -> dict[str, str]:
 
 
 def git_label(directory: Path) -> str:
+    """The worker's checkout and commit, named without this machine's directories."""
+    name = "this checkout" if directory.resolve() == REPO_ROOT.resolve() else directory.name
     try:
         out = subprocess.run(
             ["git", "-C", str(directory), "describe", "--always", "--dirty"],
@@ -1498,8 +1775,8 @@ def git_label(directory: Path) -> str:
             timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
-        return f"{directory} (not a git checkout)"
-    return f"{directory} at {out.stdout.strip()}"
+        return f"{name} (not a git checkout)"
+    return f"{name} at {out.stdout.strip()}"
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -1523,12 +1800,52 @@ def table(outcomes: list[Outcome]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def _sizes(call_sizes: dict[int, int], shown: int = 4) -> str:
+    """Calls answered 200 by emails in them, the most common first: `39 of 100, 1 of 99, 1 of 1`."""
+    common = sorted(call_sizes.items(), key=lambda item: (-item[1], -item[0]))
+    text = ", ".join(f"{count} of {size}" for size, count in common[:shown])
+    rest = sum(count for _, count in common[shown:])
+    return (text + (f", {rest} others" if rest else "")) or "-"
+
+
+def budget_table(outcomes: list[Outcome]) -> str:
+    """The provider's side of the limited runs ("" when there are none)."""
+    shown = [o for o in outcomes if o.scenario.limited]
+    if not shown:
+        return ""
+    head = (
+        "| scenario | procs | conc. | limit/s | batch max | sent / jobs | emails/s | flow/s "
+        "| requests (accepted/s) | 429 (share) | max in 1 s: accepted / arrived | slots unused "
+        "| lag after slot p50 / max ms | mean batch | calls by size | partitions done s "
+        "| sent twice | dead letters | lost | kills | hung calls | goal |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        "---:|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for o in shown:
+        s = o.scenario
+        rows.append(
+            f"| {s.name} | {s.processes} | {o.concurrency} | {s.rate_limit} | {s.batch_max or '-'} "
+            f"| {o.delivered:,} / {o.published:,} | {_fmt(o.rate)} | {_fmt(o.flow_rate)} "
+            f"| {o.requests:,} ({_fmt(o.accepted_per_s, 2)}) "
+            f"| {o.rate_limited} ({_fmt(o.rate_limited_pct)} %) | {o.max_accepted_1s} / {o.max_arrived_1s} "
+            f"| {o.slots_missed} | {' / '.join(_fmt(v, 0) for v in o.slot_lag_ms) or '-'} "
+            f"| {_fmt(o.mean_batch)} | {_sizes(o.call_sizes)} "
+            f"| {' / '.join(_fmt(v) for v in o.partition_done_s.values()) or '-'} "
+            f"| {o.duplicates} | {_fmt(o.dead_letters, 0)} "
+            f"| {o.undelivered} | {len(o.kills)} | {o.hung_calls} | {o.goal or '-'} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
 def write_markdown(cfg: Config, outcomes: list[Outcome], path: Path, chart: Path | None) -> None:
     info = machine()
     scenario_lines = "\n".join(f"- `{s.name}`: {s.describe()}" for s in cfg.scenarios)
     failures = [f"- {o.label}: {e}" for o in outcomes for e in o.errors]
     chart_line = f"\n![emails/s against concurrency]({chart.name})\n" if chart else ""
     share = round(FLOW_SHARE * 100)
+    budget = budget_table(outcomes)
+    budget_section = f"\nThe provider's rate limit (worker only):\n\n{budget}" if budget else ""
     text = f"""# Email throughput: worker against a hand-written loop
 
 Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{cfg.command}`.
@@ -1539,7 +1856,8 @@ Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{cfg.command}`.
   (tests/fakes/resend_server.py) in the benchmark's own process.
 - Worker: `faststream run streams.app:app` in {cfg.worker_label}, with EMAIL_CONCURRENCY =
   the `conc.` column, RESEND_RATE_LIMIT_PER_S={RATE_LIMIT_PER_S} and
-  RESEND_TIMEOUT_S={cfg.resend_timeout_s:g}.
+  RESEND_TIMEOUT_S={cfg.resend_timeout_s:g} (the limited scenarios set their own, as listed
+  below).
 - Loop: {cfg.loop_inflight} jobs in flight, claims by `insert_many`, marks by
   {MARKS[cfg.loop_marks]}; it renders {
         f"the worker's templates ({_relative(cfg.templates, cfg.worker_dir)})"
@@ -1551,7 +1869,7 @@ Scenarios ({PARTITIONS} partitions each; the Kafka key is the recipient):
 
 {scenario_lines}
 
-{table(outcomes)}{chart_line}
+{table(outcomes)}{budget_section}{chart_line}
 How to read it:
 
 - **emails/s**: sends at the fake provider, from the first to the last, over their time.
@@ -1592,9 +1910,63 @@ How to read it:
   job delivered once, none delivered twice, no committed job missing, and with one key the
   sends arrive in publish order.
 """
+    if budget:
+        text += budget_reading(cfg)
     if failures:
         text += "\n## Failed checks\n\n" + "\n".join(failures) + "\n"
     path.write_text(text)
+
+
+def budget_reading(cfg: Config) -> str:
+    """How to read the limited runs (the scenarios and goals of the rate-limit issue)."""
+    goal = round(GOAL_SHARE * LIMIT_PER_S * BATCH_MAX)
+    ceiling = LIMIT_PER_S * BATCH_MAX
+    return f"""- **The provider's rate limit** (`limited-*`, `batch-chaos`; table above): the fake
+  refuses any request beyond {LIMIT_PER_S} in a rolling second with 429 and `retry-after`, and
+  the worker runs with RESEND_RATE_LIMIT_PER_S={LIMIT_PER_S}, one budget for all its processes
+  (time slots by owned partition), and sends the jobs that wait for a slot as one
+  `POST /emails/batch` of up to RESEND_BATCH_MAX. **Worker only**: the hand-written loop
+  has no budget, so it has no side in these scenarios (its figures for the unlimited
+  scenarios are above). `nolimit-50ms-256` is the same {BUDGET_CONCURRENCY}-in-flight,
+  one-key-per-job run with no limit (RESEND_RATE_LIMIT_PER_S={RATE_LIMIT_PER_S}, none at
+  the fake): how fast the whole stack goes on this machine.
+  - `limited-2rps`: 1 process, {BUDGET_CONCURRENCY} in flight, batches of {BATCH_MAX}: at most
+    {LIMIT_PER_S} x {BATCH_MAX} = {ceiling} emails/s (a little less: the slots are
+    1.02 / limit apart). Goal ≥ {goal}/s ({100 * GOAL_SHARE:g} %); where `nolimit-50ms-256` shows the
+    stack cannot reach {ceiling}/s here (the machine's CPU, noted with its CPU busy), ≥ 95 %
+    of that cap instead, with the cap shown. A process fills a batch only with ~{BATCH_MAX}
+    jobs waiting at each of its slots: hence EMAIL_CONCURRENCY={BUDGET_CONCURRENCY} (a batch
+    holds at most the process's EMAIL_CONCURRENCY jobs) and one key per job (the jobs of one
+    key go one at a time).
+  - `limited-2rps-3p`: the same with 3 processes sharing the one budget (each owns one of the
+    {PARTITIONS} partitions, so one slot in three). Goal ≥ 180 emails/s in total.
+  - For both: ≤ {100 * MAX_429_SHARE:g} % of requests answered 429, no second with more than
+    {LIMIT_PER_S} requests accepted, nothing sent twice, no dead letter.
+  - `batch-chaos`: 2 processes, batches of 10 (so the run outlasts the minute of kills),
+    RESEND_TIMEOUT_S=2 and quick email retries; 5 % of batch calls are answered only after
+    2.5 s (the worker has given up: outcome unknown; fixed seed); from the first send, a
+    `kill -9` of one process every 10 s, in turn, 6 times, each restarted at once; then
+    every job is waited for. Goal: 0 lost (never delivered), 0 sent twice (by content).
+- Columns of that table: **requests** at the fake (any status), with the accepted ones per
+  second from the first to the last (≈ {LIMIT_PER_S / 1.02:.2f} when every slot is used);
+  **429** and their share; **max in 1 s**: the most requests the fake accepted within any
+  rolling second (the fake refuses the rest, so this cannot exceed the limit: the 429s are
+  what the worker sent over its budget) and the most that arrived, 429s included; **slots
+  unused**: the group's slots (k x {SLOT_SPAN:g} / limit s from the epoch, as the worker's
+  budget cuts time) left without a request between the first request and the last, and in
+  the notes when (a slot's owner had nothing queued, was rebalancing, or woke too late: its
+  request must start within 20 ms of the slot); **lag after slot**: how long after its
+  slot began each accepted request reached the fake, p50 and max; **mean batch**: emails
+  per request answered 200 (1 for a single send); **calls by size**: those requests by
+  emails in them, the most common first; **partitions done**: per partition, when its last
+  job was delivered, in seconds after the first delivery (slots belong to partitions: one
+  drained early leaves its share of the budget unused while the others still have jobs
+  waiting); **sent twice**: emails delivered more
+  than once, by content (recipient, subject, text, html); **dead letters**: records in the
+  email DLQ topic; **lost**: jobs never delivered when the run stopped; **kills**: `kill -9`s
+  (when, and how many jobs had been sent, in the notes); **hung calls**: requests held past
+  the timeout; **goal**: `met` or `BELOW`, item by item in the notes of the main table.
+"""
 
 
 def write_json(cfg: Config, outcomes: list[Outcome], path: Path) -> None:
@@ -1689,9 +2061,12 @@ def plan(cfg: Config) -> list[tuple[Scenario, str, int]]:
     runs = []
     for scenario in cfg.scenarios:
         if "worker" in cfg.sides:
-            levels = cfg.concurrency if scenario.sweep else (max(cfg.concurrency),)
+            if scenario.concurrency:
+                levels: tuple[int, ...] = (scenario.concurrency,)
+            else:
+                levels = cfg.concurrency if scenario.sweep else (max(cfg.concurrency),)
             runs += [(scenario, "worker", c) for c in levels]
-        if "loop" in cfg.sides:
+        if "loop" in cfg.sides and not scenario.worker_only:
             runs.append((scenario, "loop", cfg.loop_inflight))
     return runs
 
@@ -1713,6 +2088,15 @@ async def run_all(cfg: Config) -> int:
             f"    {outcome.delivered}/{outcome.published} sent, {_fmt(outcome.rate)} emails/s "
             f"(flow {_fmt(outcome.flow_rate)}/s), "
             f"p50/p99 {_fmt(outcome.p50_s)}/{_fmt(outcome.p99_s)} s, CPU s {_cpu(outcome)}"
+            + (
+                f"\n    {outcome.requests} requests, {outcome.rate_limited} answered 429, "
+                f"max {outcome.max_accepted_1s} accepted in 1 s, mean batch {_fmt(outcome.mean_batch)}, "
+                f"{outcome.duplicates} sent twice, {_fmt(outcome.dead_letters, 0)} dead letters, "
+                f"{outcome.undelivered} undelivered, {outcome.slots_missed} slots unused, "
+                f"partitions done at {list(outcome.partition_done_s.values())} s"
+                if scenario.limited
+                else ""
+            )
             + "".join(f"\n    FAILED: {e}" for e in outcome.errors),
             flush=True,
         )
@@ -1727,6 +2111,8 @@ async def run_all(cfg: Config) -> int:
     write_json(cfg, outcomes, raw)
     print()
     print(table(outcomes))
+    if budget := budget_table(outcomes):
+        print(budget)
     print(f"wrote {markdown}, {chart} and {raw.name} in {time.monotonic() - began:.0f} s")
     failed = [o for o in outcomes if o.errors]
     if failed:
@@ -1783,11 +2169,12 @@ def parse_config(argv: list[str]) -> Config | None:
             parser.error(f"unknown scenarios {unknown}; known: {', '.join(known)}")
         chosen = []
         for scenario in [known[n] for n in wanted]:
-            # A hangs scenario's ratio needs its reference run: add it, just before.
-            ref = scenario.reference
-            if ref and ref in known and ref not in wanted:
-                chosen.append(known[ref])
-                wanted.append(ref)
+            # A hangs scenario's ratio needs its reference run, and a limited run's goal the
+            # run without the limit (the stack's cap): add it, just before.
+            for ref in (scenario.reference, scenario.cap_reference):
+                if ref and ref in known and ref not in wanted:
+                    chosen.append(known[ref])
+                    wanted.append(ref)
             chosen.append(scenario)
     else:
         chosen = list(catalogue)

@@ -8,21 +8,31 @@ import pytest
 
 from benchmarks.throughput import (
     FULL,
+    SMOKE,
     Config,
     Job,
     Outcome,
     Scenario,
     Watermark,
     analyse,
+    budget_checks,
     flow_count,
     make_job,
     parse_config,
+    partition_tails,
+    plan,
+    provider_figures,
     relate,
+    slot_figures,
+    worker_env,
 )
-from tests.fakes.resend_server import Delivery, Request
+from tests.fakes.resend_server import BATCH_PATH, Delivery, Request
 
 DISTINCT = FULL[0]
 ONE_KEY = next(s for s in FULL if s.ordered)
+BY_NAME = {s.name: s for s in FULL}
+LIMITED = BY_NAME["limited-2rps"]
+CHAOS = BY_NAME["batch-chaos"]
 
 
 def published(scenario: Scenario, count: int) -> list[Job]:
@@ -191,3 +201,194 @@ def test_the_watermark_commits_only_below_the_first_unfinished_offset() -> None:
     # Then nothing is committable until 5 is done, and then all three are
     assert before is None
     assert watermark.position == 8
+
+
+def batch_call(jobs: list[Job], arrived_s: float, status: int = 200, *, hung_s: float = 0.0) -> Request:
+    body = [{"to": [job.recipient], "subject": f"Welcome to Acme, Reader n{job.seq:07d}"} for job in jobs]
+    return Request(
+        arrived_s + 0.05,
+        f"batch-{arrived_s}",
+        None,
+        body,
+        status,
+        arrived_s=arrived_s,
+        hung_s=hung_s,
+        path=BATCH_PATH,
+        emails=len(body),
+    )
+
+
+def batch_deliveries(call: Request) -> list[Delivery]:
+    return [
+        Delivery(
+            f"id-{call.idempotency_key}-{i}",
+            call.idempotency_key,
+            entry,
+            call.at_s,
+            call.arrived_s,
+            BATCH_PATH,
+            i,
+        )
+        for i, entry in enumerate(call.body)
+    ]
+
+
+def limited_run(calls: list[Request], jobs: list[Job], scenario: Scenario = LIMITED) -> Outcome:
+    """A limited worker run checked the way run_side checks it."""
+    outcome = Outcome(scenario, "worker", 256, published=len(jobs), finished=True, dead_letters=0)
+    deliveries = [d for call in calls if call.status == 200 for d in batch_deliveries(call)]
+    analyse(outcome, jobs, calls, deliveries, {0: len(jobs)}, set(), set(), started_s=0.0)
+    provider_figures(outcome, calls, deliveries)
+    budget_checks(outcome)
+    return outcome
+
+
+def test_a_limited_run_counts_429s_the_busiest_second_and_batch_sizes() -> None:
+    # Given 300 jobs in three batch calls 0.51 s apart, and one call refused with 429 between
+    jobs = published(LIMITED, 300)
+    calls = [
+        batch_call(jobs[:100], 100.0),
+        batch_call(jobs[100:200], 100.2, status=429),
+        batch_call(jobs[100:200], 100.51),
+        batch_call(jobs[200:], 101.02),
+    ]
+
+    # When checked
+    outcome = limited_run(calls, jobs)
+
+    # Then the 429 is measured, not a failure; the limit held; the batches were full
+    assert outcome.errors == []
+    assert (outcome.requests, outcome.rate_limited, outcome.rate_limited_pct) == (4, 1, 25.0)
+    assert (outcome.max_accepted_1s, outcome.max_arrived_1s) == (2, 3)
+    assert outcome.mean_batch == 100.0
+    assert outcome.call_sizes == {100: 3}
+    assert outcome.accepted_per_s == pytest.approx(2 / 1.02)
+    assert outcome.slots_missed == 0
+
+
+def test_a_gap_between_requests_counts_the_slots_left_unused_and_when() -> None:
+    # Given requests 5 ms into slots 200, 201 and 203 of 0.51 s (slot 202 unused)
+    outcome = Outcome(LIMITED, "worker", 256)
+    accepted = [slot * 0.51 + 0.005 for slot in (200, 201, 203)]
+
+    # When the slots are read
+    slot_figures(outcome, accepted, 0.51)
+
+    # Then one slot was unused, 1.02 s after the first request, and each arrived 5 ms in
+    assert outcome.slots_missed == 1
+    assert outcome.missed_at_s == [1.02]
+    assert outcome.slot_lag_ms == [pytest.approx(5.0), pytest.approx(5.0)]
+    assert "1 slots unused, from 1.02 s after the first request" in outcome.notes
+
+
+def test_partition_tails_give_when_each_partition_was_drained() -> None:
+    # Given jobs on two partitions, partition 1's last one delivered 3 s after the first
+    jobs = [replace(job, partition=job.seq % 2) for job in published(LIMITED, 4)]
+    deliveries = [delivered(job, 100.0 + (3.0 if job.seq == 3 else job.seq / 10)) for job in jobs]
+    outcome = Outcome(LIMITED, "worker", 256)
+
+    # When read
+    partition_tails(outcome, jobs, deliveries)
+
+    # Then partition 0 was done at 0.2 s, partition 1 at 3 s
+    assert outcome.partition_done_s == {0: 0.2, 1: 3.0}
+
+
+def test_a_limited_run_fails_on_an_email_sent_twice_a_dead_letter_or_a_second_over_the_limit() -> None:
+    # Given two jobs sent in two batch calls, job 0 in both, and a record in the DLQ
+    jobs = published(LIMITED, 2)
+    calls = [batch_call(jobs, 100.0), batch_call(jobs[:1], 100.1)]
+    outcome = Outcome(LIMITED, "worker", 256, published=2, finished=True, dead_letters=1)
+    deliveries = [d for call in calls for d in batch_deliveries(call)]
+
+    # When checked, with the fake counting three requests accepted within a second
+    provider_figures(outcome, calls, deliveries)
+    outcome.max_accepted_1s = 3
+    budget_checks(outcome)
+
+    # Then each is a failed check
+    assert outcome.duplicates == 1
+    assert any(e.startswith("DUPLICATES: 1 emails delivered twice") for e in outcome.errors)
+    assert any(e.startswith("DEAD LETTERS: 1") for e in outcome.errors)
+    assert any(e.startswith("OVER THE LIMIT: 3") for e in outcome.errors)
+
+
+def test_chaos_fails_on_a_job_never_delivered_and_on_kills_that_came_too_late() -> None:
+    # Given a chaos run that stopped with one of three jobs undelivered, after 2 of its kills
+    jobs = published(CHAOS, 3)
+    outcome = Outcome(CHAOS, "worker", 64, published=3, finished=False, dead_letters=0)
+    outcome.kills = ["#1", "#2"]
+    deliveries = batch_deliveries(batch_call(jobs[:2], 100.0))
+    analyse(outcome, jobs, [], deliveries, {0: 0}, set(), set(), started_s=0.0)
+
+    # When checked
+    budget_checks(outcome)
+
+    # Then the lost job and the missing kills fail it
+    assert "LOST: 1 jobs never delivered" in outcome.errors
+    assert "only 2 of 6 kills came before every job was sent" in outcome.errors
+
+
+def judged(rate: float, cap: float | None, *, limited_pct: float = 0.0) -> Outcome:
+    cfg = parse_config(["--scenarios", "limited-2rps"])
+    assert isinstance(cfg, Config)
+    reference, scenario = cfg.scenarios
+    outcomes = []
+    if cap is not None:
+        outcomes.append(Outcome(reference, "worker", 256, rate=cap, busy_pct=99.0, finished=True))
+    run = Outcome(scenario, "worker", 256, rate=rate, finished=True, dead_letters=0, max_accepted_1s=2)
+    run.rate_limited_pct = limited_pct
+    outcomes.append(run)
+    relate(outcomes, replace(cfg, smoke=False))
+    return run
+
+
+def test_the_limited_goal_is_190_per_s_when_the_stack_can_go_faster() -> None:
+    # Given the unlimited run at 400/s: the stack is not the limit
+    assert judged(192.0, cap=400.0).goal == "met"
+    below = judged(185.0, cap=400.0)
+
+    # Then 185/s is below 190/s
+    assert below.goal == "BELOW"
+    assert any("**BELOW** ≥ 190 emails/s (185.0; no cap below 200/s" in n for n in below.notes)
+
+
+def test_below_200_per_s_without_the_limit_the_goal_is_95_percent_of_that_cap() -> None:
+    # Given the unlimited run at 150/s on this machine
+    run = judged(145.0, cap=150.0)
+
+    # Then the target is 142.5/s, met, and the cap is shown
+    assert run.goal == "met"
+    assert run.cap_per_s == 150.0
+    assert any("≥ 142 emails/s (145.0; 95 % of the stack's cap here" in n for n in run.notes)
+
+
+def test_too_many_429s_miss_the_goal() -> None:
+    assert judged(195.0, cap=None, limited_pct=2.5).goal == "BELOW"
+
+
+def test_limited_scenarios_run_the_worker_alone_at_their_own_settings() -> None:
+    # Given the limited scenarios, chosen by name
+    cfg = parse_config(["--scenarios", "limited-2rps,limited-2rps-3p,batch-chaos"])
+    assert isinstance(cfg, Config)
+
+    # When planned
+    runs = plan(cfg)
+
+    # Then the cap reference comes first, and every run is the worker's, at its concurrency
+    assert [(s.name, side, c) for s, side, c in runs] == [
+        ("nolimit-50ms-256", "worker", 256),
+        ("limited-2rps", "worker", 256),
+        ("limited-2rps-3p", "worker", 256),
+        ("batch-chaos", "worker", 64),
+    ]
+    env = worker_env(cfg, CHAOS, "p.", "g", "db", "http://fake", 64)
+    assert env["RESEND_RATE_LIMIT_PER_S"] == "2"
+    assert (env["RESEND_BATCH_MAX"], env["RESEND_TIMEOUT_S"], env["EMAIL_SEND_LEASE_S"]) == ("10", "2", "4")
+    assert (
+        worker_env(cfg, runs[0][0], "p.", "g", "db", "http://fake", 256)["RESEND_RATE_LIMIT_PER_S"] == "1000"
+    )
+
+
+def test_the_smoke_goes_through_the_budget_path() -> None:
+    assert any(s.limited and s.worker_only and s.processes == 1 for s in SMOKE)

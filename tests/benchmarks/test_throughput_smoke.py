@@ -40,6 +40,14 @@ def test_smoke_run_writes_the_table_and_the_chart(tmp_path: Path) -> None:
         assert f"| {scenario} | worker |" in table
         assert f"| {scenario} | loop |" in table
     assert "Failed checks" not in table
+    # The budget path: the worker alone, within the limit, each email once
+    assert "| limited-2rps | worker |" in table
+    assert "| limited-2rps | loop |" not in table
+    limited = next(
+        o for o in json.loads(out.with_suffix(".json").read_text())["outcomes"] if o["scenario"]["rate_limit"]
+    )
+    assert limited["max_accepted_1s"] <= limited["scenario"]["rate_limit"]
+    assert (limited["duplicates"], limited["dead_letters"], limited["undelivered"]) == (0, 0, 0)
     assert "order held" in table
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     figures = json.loads(out.with_suffix(".json").read_text())
