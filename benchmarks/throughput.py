@@ -40,12 +40,16 @@ budget, so it has no side in them): the fake refuses any request beyond 2 in a r
 second (429 with `retry-after`) and the worker runs with RESEND_RATE_LIMIT_PER_S=2, one
 budget for all its processes, sending the jobs that wait for a slot in batches:
 
-- `limited-2rps`: 1 process, 50 ms latency, RESEND_BATCH_MAX=100, EMAIL_CONCURRENCY=256
-  (a process needs ~100 jobs waiting at each of its slots to fill a batch), 4,000 jobs of
+- `limited-2rps`: 1 process, 50 ms latency, RESEND_BATCH_MAX=100, EMAIL_CONCURRENCY=128
+  (the default; a process needs ~100 jobs waiting at each of its slots to fill a batch), 4,000 jobs of
   one key each (the jobs of one key go one at a time). Goal ≥ 190 emails/s (95 % of
-  2 x 100), or, where `nolimit-50ms-256` (the same jobs with no limit, run just before it)
+  2 x 100), or, where `nolimit-50ms` (the same jobs with no limit, run just before it)
   shows the stack cannot reach 200/s on this machine, ≥ 95 % of that cap, shown;
-- `limited-2rps-3p`: the same with 3 processes, ≥ 180 emails/s in total;
+- `limited-2rps-3p`: the same with 3 processes, ≥ 180 emails/s in total; the jobs are
+  published once the three have joined and shared the partitions out (a burst reaching
+  running workers); `limited-2rps-3p-cold` publishes them before the processes start, so
+  the first to join drains alone until the others come, the partitions drain unevenly and
+  a drained partition's slots go unused;
 - for both: ≤ 2 % of requests answered 429, no second with more than 2 requests accepted,
   nothing sent twice (by content), no record in the email DLQ;
 - `batch-chaos`: 2 processes, batches of 10, RESEND_TIMEOUT_S=2, quick email retries, 5 %
@@ -226,11 +230,11 @@ class Scenario:
 
 # The provider's rate limit (worker only: the loop has no budget). A budget of 2 requests a
 # second for the group, batches of up to 100 while jobs wait: 200 emails/s at most. A process
-# needs ~100 jobs waiting at each of its slots to fill a batch, hence EMAIL_CONCURRENCY=256
-# and one key per job (the jobs of one key go one at a time).
+# needs ~100 jobs waiting at each of its slots to fill a batch: EMAIL_CONCURRENCY=128 (the
+# default) does, with one key per job (the jobs of one key go one at a time).
 LIMIT_PER_S = 2
 BATCH_MAX = 100
-BUDGET_CONCURRENCY = 256
+BUDGET_CONCURRENCY = 128  # the worker default: about 100 jobs wait at each of its slots
 GOAL_SHARE = 0.95  # of limit x batch, or of the stack's cap on the machine when that is lower
 MAX_429_SHARE = 0.02
 SLOT_SPAN = 1.02  # the worker's slots are 1.02 / RESEND_RATE_LIMIT_PER_S s long (README)
@@ -259,12 +263,12 @@ BUDGET = (
     # The same jobs with no limit (RESEND_RATE_LIMIT_PER_S=1000 and none at the fake): what
     # the whole stack reaches on this machine, the cap limited-2rps is held to when it is
     # below limit x batch.
-    budget_scenario("nolimit-50ms-256", jobs=4000, rate_limit=None, batch_max=None, deadline_s=90.0),
+    budget_scenario("nolimit-50ms", jobs=4000, rate_limit=None, batch_max=None, deadline_s=90.0),
     budget_scenario(
         "limited-2rps",
         jobs=4000,
         goal_per_s=GOAL_SHARE * LIMIT_PER_S * BATCH_MAX,
-        cap_reference="nolimit-50ms-256",
+        cap_reference="nolimit-50ms",
         deadline_s=120.0,
     ),
     budget_scenario(
@@ -1927,12 +1931,12 @@ def budget_reading(cfg: Config) -> str:
   (time slots by owned partition), and sends the jobs that wait for a slot as one
   `POST /emails/batch` of up to RESEND_BATCH_MAX. **Worker only**: the hand-written loop
   has no budget, so it has no side in these scenarios (its figures for the unlimited
-  scenarios are above). `nolimit-50ms-256` is the same {BUDGET_CONCURRENCY}-in-flight,
+  scenarios are above). `nolimit-50ms` is the same {BUDGET_CONCURRENCY}-in-flight,
   one-key-per-job run with no limit (RESEND_RATE_LIMIT_PER_S={RATE_LIMIT_PER_S}, none at
   the fake): how fast the whole stack goes on this machine.
   - `limited-2rps`: 1 process, {BUDGET_CONCURRENCY} in flight, batches of {BATCH_MAX}: at most
     {LIMIT_PER_S} x {BATCH_MAX} = {ceiling} emails/s (a little less: the slots are
-    1.02 / limit apart). Goal ≥ {goal}/s ({100 * GOAL_SHARE:g} %); where `nolimit-50ms-256` shows the
+    1.02 / limit apart). Goal ≥ {goal}/s ({100 * GOAL_SHARE:g} %); where `nolimit-50ms` shows the
     stack cannot reach {ceiling}/s here (the machine's CPU, noted with its CPU busy), ≥ 95 %
     of that cap instead, with the cap shown. A process fills a batch only with ~{BATCH_MAX}
     jobs waiting at each of its slots: hence EMAIL_CONCURRENCY={BUDGET_CONCURRENCY} (a batch

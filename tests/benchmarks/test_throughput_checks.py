@@ -377,9 +377,9 @@ def test_limited_scenarios_run_the_worker_alone_at_their_own_settings() -> None:
 
     # Then the cap reference comes first, and every run is the worker's, at its concurrency
     assert [(s.name, side, c) for s, side, c in runs] == [
-        ("nolimit-50ms-256", "worker", 256),
-        ("limited-2rps", "worker", 256),
-        ("limited-2rps-3p", "worker", 256),
+        ("nolimit-50ms", "worker", 128),
+        ("limited-2rps", "worker", 128),
+        ("limited-2rps-3p", "worker", 128),
         ("batch-chaos", "worker", 64),
     ]
     env = worker_env(cfg, CHAOS, "p.", "g", "db", "http://fake", 64)
