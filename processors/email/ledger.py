@@ -3,7 +3,7 @@
 It makes sending effectively-once under at-least-once delivery. Before sending, a
 worker *claims* the job (`processors.claims`); a job already `sent` is never sent
 again, and a job another worker is sending right now (a live lease) is not touched.
-It never holds the OTP code or the link's token.
+Its entries never hold the OTP code or the link's token (a recorded batch does, below).
 
 The entries live in daily buckets, `email_deliveries_<YYYYMMDD>` (the name of the
 collection given, plus the day), written with inserts only: a new job costs two inserts
@@ -46,8 +46,8 @@ class Status(enum.StrEnum):
 class Sent(enum.StrEnum):
     """What a failed attempt is known to have sent."""
 
-    NO = "no"  # the provider answered, and this email was not accepted
-    UNKNOWN = "unknown"  # a timeout, a 5xx, an interruption: it may have gone out
+    NO = "no"  # known never to have gone out: refused by the provider, or never handed over
+    UNKNOWN = "unknown"  # a timeout, a 5xx, a cut-off after the hand-over: it may have gone out
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class DeliveryLedger:
         now: datetime,
         sent: Sent = Sent.UNKNOWN,
     ) -> None:
-        """`sent`: `NO` only when the provider's answer says this email did not go out."""
+        """`sent`: `NO` only when the job is known never to have gone out, by any attempt."""
         status = Status.FAILED if permanent else Status.RETRYING
         await self._claims.release(
             job_id,
