@@ -37,6 +37,7 @@ class Worker:
         rate_per_s: float = 20,
         timeout_s: float = 5,
         batch_prefix: str = "b",
+        max_batch: int = 100,
     ) -> None:
         self.sender = ResendSender(SecretStr("re_test"), fake.url, timeout_s=timeout_s)
         self.budget = SlotBudget(rate_per_s)
@@ -46,7 +47,7 @@ class Worker:
             self.sender,
             budget=self.budget,
             ledger=ledger,
-            max_batch=100,
+            max_batch=max_batch,
             new_batch_id=lambda: next(self.batch_ids),
         )
         self.service = EmailService(
@@ -108,15 +109,7 @@ async def test_a_rate_limit_pauses_sending_and_costs_no_attempt(
 ) -> None:
     # The budget believes in 20 requests a second; the provider allows 2.
     fake_resend.set_rate_limit(2)
-    worker = Worker(ledger, fake_resend, rate_per_s=20)
-    worker.outbound = Outbound(worker.sender, budget=worker.budget, ledger=ledger, max_batch=1)
-    worker.service = EmailService(
-        renderer=EmailRenderer(TEMPLATES_DIR),
-        sender=worker.sender,
-        ledger=ledger,
-        email_from="a@example.com",
-        outbound=worker.outbound,
-    )
+    worker = Worker(ledger, fake_resend, rate_per_s=20, max_batch=1)
     try:
         outcomes = await worker.process_all(otp_jobs(6))
     finally:
@@ -129,21 +122,18 @@ async def test_a_rate_limit_pauses_sending_and_costs_no_attempt(
 
 
 async def test_a_batch_whose_answer_was_lost_is_repeated_as_recorded_and_sent_once(
-    worker: Worker, fake_resend: FakeResend, ledger: DeliveryLedger
+    ledger: DeliveryLedger, fake_resend: FakeResend
 ) -> None:
     # The provider takes the batch but the answer never arrives in time.
-    worker.sender = ResendSender(SecretStr("re_test"), fake_resend.url, timeout_s=0.5)
-    worker.outbound = Outbound(
-        worker.sender, budget=worker.budget, ledger=ledger, max_batch=100, new_batch_id=lambda: "lost"
-    )
-    worker.service = EmailService(
-        renderer=EmailRenderer(TEMPLATES_DIR),
-        sender=worker.sender,
-        ledger=ledger,
-        email_from="a@example.com",
-        outbound=worker.outbound,
-    )
-    fake_resend.hang("batch-lost", 1.0)
+    worker = Worker(ledger, fake_resend, timeout_s=0.5, batch_prefix="lost")
+    try:
+        await lost_batch_is_repeated(worker, fake_resend, ledger)
+    finally:
+        await worker.close()
+
+
+async def lost_batch_is_repeated(worker: Worker, fake_resend: FakeResend, ledger: DeliveryLedger) -> None:
+    fake_resend.hang("batch-lost0", 1.0)
     jobs = otp_jobs(5)
     outcomes = await worker.process_all(jobs)
     assert all(isinstance(o, TransientError) for o in outcomes), outcomes
@@ -158,13 +148,13 @@ async def test_a_batch_whose_answer_was_lost_is_repeated_as_recorded_and_sent_on
     again = await worker.service.process(jobs[3])
     assert isinstance(again, EmailOutcome)
     assert not again.already_sent
-    repeated = [r for r in fake_resend.requests if r.idempotency_key == "batch-lost"]
+    repeated = [r for r in fake_resend.requests if r.idempotency_key == "batch-lost0"]
     assert len(repeated) == 2
     assert repeated[0].body == repeated[1].body
     for other in (jobs[0], jobs[4]):
         outcome = await worker.service.process(other)
         assert outcome.already_sent
-    assert len([r for r in fake_resend.requests if r.idempotency_key == "batch-lost"]) == 2
+    assert len([r for r in fake_resend.requests if r.idempotency_key == "batch-lost0"]) == 2
     assert fake_resend.delivery_count == 5
     assert fake_resend.duplicates_by_content() == {}
 
@@ -209,23 +199,22 @@ async def test_a_refused_entry_fails_alone_and_its_replay_is_sent_alone(
     assert fake_resend.delivery_count == 3
 
 
-async def test_a_retried_job_is_never_batched(
-    worker: Worker, fake_resend: FakeResend, ledger: DeliveryLedger
-) -> None:
+async def test_a_retried_job_is_never_batched(ledger: DeliveryLedger, fake_resend: FakeResend) -> None:
     fake_resend.script("job-0", Reply(503))
-    worker.outbound = Outbound(worker.sender, budget=worker.budget, ledger=ledger, max_batch=1)
-    first = EmailService(
-        renderer=EmailRenderer(TEMPLATES_DIR),
-        sender=worker.sender,
-        ledger=ledger,
-        email_from="Acme <no-reply@example.com>",
-        outbound=worker.outbound,
-    )
+    # The SDK keeps its HTTP client in a module global: one worker at a time.
+    first = Worker(ledger, fake_resend, max_batch=1)
     job = otp_jobs(1)[0]
-    with pytest.raises(TransientError):
-        await first.process(job)
+    try:
+        with pytest.raises(TransientError):
+            await first.service.process(job)
+    finally:
+        await first.close()
+    worker = Worker(ledger, fake_resend)
     # Its retry comes with new jobs, in a worker that batches: it still goes alone.
-    outcomes = await worker.process_all([job, *otp_jobs(4, prefix="new")])
+    try:
+        outcomes = await worker.process_all([job, *otp_jobs(4, prefix="new")])
+    finally:
+        await worker.close()
     assert all(isinstance(o, EmailOutcome) for o in outcomes), outcomes
     alone = [r for r in fake_resend.requests if r.path == "/emails" and r.status == 200]
     assert [r.idempotency_key for r in alone] == ["job-0"]
@@ -252,6 +241,7 @@ async def test_a_job_cancelled_while_waiting_for_the_budget_is_not_sent(
     worker = Worker(ledger, fake_resend, rate_per_s=0.5)  # a slot every 2 s
     try:
         jobs = otp_jobs(3)
+        worker.budget.pause_until(time.time() + 1.5)  # no slot near: the three queue
         tasks = [asyncio.create_task(worker.service.process(j)) for j in jobs]
         async with asyncio.timeout(5):
             while worker.outbound.stats().queued < 3:
