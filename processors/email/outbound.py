@@ -31,7 +31,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -84,7 +84,6 @@ class _Waiting:
     attempt: int
     future: asyncio.Future[str]
     handoff: Handoff
-    since_s: float = field(default_factory=time.monotonic)
     taken: bool = False  # into a batch: its call is being recorded or made
 
     @property
