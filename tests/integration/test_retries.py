@@ -30,6 +30,18 @@ def otp(job_id: str, to: str = "ada@example.com") -> SendOtpJob:
     return SendOtpJob(type="SEND_OTP", job_id=job_id, to=to, code="424242")
 
 
+async def publish_and_deliver_once_each(
+    publisher: JobPublisher, topics: TopicNames, fake: FakeResend, jobs: list[SendOtpJob]
+) -> None:
+    """Publish `jobs`; each is delivered, and exactly once."""
+    for job in jobs:
+        await publisher.email(job, topic=topics.email_jobs.main)
+    await eventually(lambda: len(fake.deliveries) >= len(jobs), timeout_s=60, what="all deliveries")
+    by_key = fake.deliveries_by_key()
+    assert sorted(by_key) == sorted(j.job_id for j in jobs)
+    assert all(len(d) == 1 for d in by_key.values()), "a job was delivered twice"
+
+
 async def test_transient_failures_are_retried_on_time_and_delivered_exactly_once(
     start_worker: Any, publisher: JobPublisher, topics: TopicNames, fake_resend: FakeResend, run_id: str
 ) -> None:
@@ -39,13 +51,7 @@ async def test_transient_failures_are_retried_on_time_and_delivered_exactly_once
     for job in jobs[10:15]:
         fake_resend.script(job.job_id, Reply(503, retry_after_s=2))
     start_worker(**FAST_RETRIES)
-    for job in jobs:
-        await publisher.email(job, topic=topics.email_jobs.main)
-
-    await eventually(lambda: len(fake_resend.deliveries) >= len(jobs), timeout_s=60, what="all deliveries")
-    by_key = fake_resend.deliveries_by_key()
-    assert sorted(by_key) == sorted(j.job_id for j in jobs)
-    assert all(len(d) == 1 for d in by_key.values()), "a job was delivered twice"
+    await publish_and_deliver_once_each(publisher, topics, fake_resend, jobs)
 
     # Lateness: when the retry reached the provider, minus when it was due.
     retries = await records_in(KAFKA, topics.email_jobs.retry)
@@ -81,13 +87,7 @@ async def test_a_rate_limit_pauses_sending_and_costs_no_attempt(
     jobs = [otp(f"{run_id}-{i}", to=f"u{i}@example.com") for i in range(6)]
     fake_resend.script(jobs[0].job_id, Reply(429, retry_after_s=2))
     start_worker(**FAST_RETRIES)
-    for job in jobs:
-        await publisher.email(job, topic=topics.email_jobs.main)
-
-    await eventually(lambda: len(fake_resend.deliveries) >= len(jobs), timeout_s=60, what="all deliveries")
-    by_key = fake_resend.deliveries_by_key()
-    assert sorted(by_key) == sorted(j.job_id for j in jobs)
-    assert all(len(d) == 1 for d in by_key.values()), "a job was delivered twice"
+    await publish_and_deliver_once_each(publisher, topics, fake_resend, jobs)
     limited = [r for r in fake_resend.requests if r.idempotency_key == jobs[0].job_id]
     assert [r.status for r in limited] == [429, 200]
     assert limited[1].arrived_s - limited[0].arrived_s >= 2 - 0.05, "retry-after is honoured"
