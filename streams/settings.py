@@ -92,6 +92,8 @@ class ResendSettings(BaseSettings):
     rate_limit_per_s: float = Field(default=2.0, gt=0, le=10_000)
     # Emails per batch call while jobs wait for the budget; 1 sends each alone.
     batch_max: int = Field(default=100, ge=1, le=100)
+    # The signing secret of the Resend webhook (`whsec_...`); unset: the endpoint answers 503.
+    webhook_secret: SecretStr | None = None
 
 
 class EmailSettings(BaseSettings):
@@ -108,6 +110,18 @@ class EmailSettings(BaseSettings):
     # 640/s, above what the stack does on 2 cores (64 allowed 320/s, and reached 0.65x the
     # instant-provider rate); and 128 fills batches of 100 while jobs wait for the budget.
     concurrency: int = Field(default=128, ge=1, le=1024)
+    # The same, for bulk mail (`email-bulk`: WELCOME_EMAIL, AD_READY).
+    bulk_concurrency: int = Field(default=128, ge=1, le=1024)
+    # Dead letters (and retries) of email hold codes and links: Kafka deletes them after this.
+    dlq_retention_hours: int = Field(
+        default=72, ge=1, le=24 * 365, validation_alias=_env("DLQ_RETENTION_HOURS")
+    )
+    # Ledger, delivery events and ads documents older than this are purged.
+    ledger_retention_days: int = Field(
+        default=30, ge=1, le=3650, validation_alias=_env("LEDGER_RETENTION_DAYS")
+    )
+    # How often each worker re-reads the suppression list (other workers' additions).
+    suppression_refresh_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class BackoffSettings(BaseSettings):
@@ -192,6 +206,9 @@ class WorkerSettings(BaseSettings):
     # On SIGTERM, how long in-flight jobs may finish before they are cut off (and their
     # claims released). Keep the platform's stop timeout above it (Docker's default is 10 s).
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=600)
+    # The worker's HTTP server (Resend webhook): `HTTP_HOST`, `HTTP_PORT` (0: any free port).
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container's port is published by choice
+    http_port: int = Field(default=8080, ge=0, le=65535)
 
 
 class LiveSettings(BaseSettings):

@@ -54,28 +54,40 @@ class JobTopics:
 @dataclass(frozen=True)
 class TopicNames:
     email_jobs: JobTopics
+    """Time-critical email: SEND_OTP, VERIFICATION_LINK (bulk types are moved to `email_bulk`)."""
+    email_bulk: JobTopics
+    """Bulk email: WELCOME_EMAIL, AD_READY. Its backlog never delays a code."""
     ad_jobs: JobTopics
     ad_results: str
     email_notifier: JobTopics
+    email_events: str
+    """Resend's delivery events (delivered, bounced, complained, delayed), for the product."""
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TopicNames:
         ad_results = f"{prefix}ad-results"
         return cls(
             email_jobs=JobTopics(f"{prefix}email-jobs"),
+            email_bulk=JobTopics(f"{prefix}email-bulk"),
             ad_jobs=JobTopics(f"{prefix}ad-jobs"),
             ad_results=ad_results,
             email_notifier=JobTopics(ad_results, stem=f"{ad_results}.{EMAIL_NOTIFIER}"),
+            email_events=f"{prefix}email-events",
         )
 
     @property
     def job_topics(self) -> tuple[JobTopics, ...]:
         """Every consumed topic with retries and dead letters."""
-        return (self.email_jobs, self.ad_jobs, self.email_notifier)
+        return (self.email_jobs, self.email_bulk, self.ad_jobs, self.email_notifier)
+
+    @property
+    def email_topics(self) -> tuple[JobTopics, ...]:
+        """The topics whose records are emails, codes and links included."""
+        return (self.email_jobs, self.email_bulk, self.email_notifier)
 
     @property
     def all(self) -> tuple[str, ...]:
-        names = (*self.email_jobs.all, *self.ad_jobs.all, *self.email_notifier.all)
+        names = (*(name for t in self.job_topics for name in t.all), self.email_events)
         return tuple(dict.fromkeys(names))
 
     @property
