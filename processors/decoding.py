@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from processors.errors import PoisonMessage
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class UnknownFields:
+    """Notes the fields of decoded jobs that their model does not know (a newer producer
+    added them; they are ignored), and logs each type's new names once."""
+
+    def __init__(self, max_names: int = 1_000) -> None:
+        self._logged: set[tuple[str, str]] = set()
+        self._max_names = max_names
+
+    def check(self, data: Any, job: Any) -> list[str]:
+        """The top-level fields of `data` that `job`'s model does not know; logs new ones."""
+        if not isinstance(data, dict) or not isinstance(job, BaseModel):
+            return []
+        fields = type(job).model_fields
+        known = set(fields) | {f.alias for f in fields.values() if f.alias}
+        extra = sorted(str(name)[:60] for name in data if name not in known)
+        kind = str(data.get("type") or type(job).__name__)[:40]
+        new = [name for name in extra if (kind, name) not in self._logged]
+        if new and len(self._logged) < self._max_names:
+            self._logged.update((kind, name) for name in new)
+            log.warning(
+                "%s jobs carry fields this worker does not know, ignored: %s (a newer producer?)",
+                kind,
+                ", ".join(new),
+            )
+        return extra
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -27,6 +57,7 @@ def decode_job(
     *,
     max_bytes: int,
     known_types: tuple[str, ...] = (),
+    unknown: UnknownFields | None = None,
 ) -> T:
     """Decode and validate one job.
 
@@ -44,6 +75,9 @@ def decode_job(
         kind = str(data["type"])[:40]
         raise PoisonMessage("unknown-type", f"unknown job type {kind!r}")
     try:
-        return adapter.validate_python(data)
+        job = adapter.validate_python(data)
     except ValidationError as error:
         raise PoisonMessage("schema", describe_validation_error(error)) from None
+    if unknown is not None:
+        unknown.check(data, job)
+    return job

@@ -6,6 +6,11 @@ The stream layer only maps these classes to outcomes:
   provider's explicit wish (``Retry-After``) and wins over computed backoff.
 - ``PermanentError``: trying again cannot help; dead-letter at once.
 - ``PoisonMessage``: the bytes are not a job we understand; dead-letter at once.
+- ``Expired``, ``Suppressed``: the job must not be carried out; dead-letter at once.
+
+A permanent error's ``reason`` is the dead letter's `x-dlq-reason`. A job with a
+deadline gets it on its error (``deadline_ms``): a retry that would come due after it
+is dead-lettered at once as `expired`.
 
 ``message`` must never contain secrets, OTP codes or link tokens: it travels in
 Kafka headers and logs.
@@ -21,6 +26,8 @@ class JobError(Exception):
         super().__init__(message)
         self.message = message
         self.error_class = error_class or type(self).__name__
+        self.deadline_ms: int | None = None
+        """The job's deadline (epoch ms), when it has one: no attempt may start after it."""
 
 
 class TransientError(JobError):
@@ -48,6 +55,9 @@ class RateLimited(TransientError):
 class PermanentError(JobError):
     """A failure that will happen again on every attempt: validation, auth, refusals."""
 
+    reason = "permanent"
+    """The dead letter's reason."""
+
 
 class PoisonMessage(PermanentError):
     """Input that is not a valid job: not JSON, wrong schema, unknown type, too big."""
@@ -55,3 +65,15 @@ class PoisonMessage(PermanentError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message, error_class=reason)
         self.reason = reason
+
+
+class Expired(PermanentError):
+    """The job's deadline passed before it could be carried out (a code or link that died)."""
+
+    reason = "expired"
+
+
+class Suppressed(PermanentError):
+    """The recipient is on the suppression list (a hard bounce or a complaint)."""
+
+    reason = "suppressed"

@@ -16,7 +16,7 @@ from streams.admin import ensure_topics
 from streams.ads import build_ads_router
 from streams.broker import build_broker
 from streams.docs import WorkerAsyncAPI
-from streams.email import build_email_router
+from streams.email import build_email_router, email_lanes
 from streams.notifiers import build_email_notifier_router
 from streams.prose import prose
 from streams.retry.routing import FailureRouter
@@ -24,6 +24,7 @@ from streams.retry.scheduler import MAX_POLL_RECORDS, RetryScheduler
 from streams.security import client_kwargs
 from streams.services import Services, build_services
 from streams.settings import Settings, get_settings
+from streams.shares import TopicShares
 from streams.startup import fail_start
 from streams.topics import TopicNames
 
@@ -49,12 +50,26 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
         services = build_services(settings, ad_dlq=topics.ad_jobs.dlq)
     broker = build_broker(settings.kafka)
     failures = FailureRouter()
+    lanes = email_lanes(settings, topics.email_jobs, topics.email_bulk)
+    # Both lanes' partitions share the provider's budget, in this order in every process.
+    shares = (
+        None
+        if services.email_partitions is None
+        else TopicShares([lane.topics.main for lane in lanes], services.email_partitions)
+    )
     consumed = [
-        build_email_router(
-            settings, topics.email_jobs, services.email, failures, on_partitions=services.email_partitions
+        *(
+            build_email_router(
+                settings,
+                lane,
+                services.email,
+                failures,
+                on_partitions=None if shares is None else shares.of(lane.topics.main),
+            )
+            for lane in lanes
         ),
         build_ads_router(settings, topics.ad_jobs, topics.ad_results, services.ads, failures),
-        build_email_notifier_router(settings, topics.email_notifier, topics.email_jobs.main, failures),
+        build_email_notifier_router(settings, topics.email_notifier, topics.email_bulk.main, failures),
     ]
     for item in consumed:
         broker.include_router(item.router)

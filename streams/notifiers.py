@@ -1,6 +1,6 @@
 """The email notifier: an `ad-results` subscriber that asks for an AD_READY email.
 
-It never sends email itself: it publishes an `AD_READY` job on `email-jobs`, so the email
+It never sends email itself: it publishes an `AD_READY` job on `email-bulk`, so the email
 path's retries, dead letters and ledger apply. The email job's id derives from the ad
 job's id, so a result delivered twice still makes one email.
 
@@ -59,12 +59,12 @@ def ad_ready_email(result: AdResult) -> AdReadyJob | None:
 
 
 def build_email_notifier_router(
-    settings: Settings, topics: JobTopics, email_jobs: str, failures: FailureRouter
+    settings: Settings, topics: JobTopics, email_bulk: str, failures: FailureRouter
 ) -> Consumed:
     router = KafkaRouter()
     emails = router.publisher(
-        email_jobs,
-        title=f"{email_jobs}:ad-ready",
+        email_bulk,
+        title=f"{email_bulk}:ad-ready",
         description="AD_READY email jobs published by the email notifier.",
         schema=AdReadyJob,
     )
@@ -99,7 +99,7 @@ def build_email_notifier_router(
         decoder=decode,
         title=f"{topics.main}:{EMAIL_NOTIFIER}",
         description=prose(f"""The email notifier: for each succeeded result whose job asked
-        for email, it publishes an `AD_READY` job on `email-jobs`. It also reads
+        for email, it publishes an `AD_READY` job on `{email_bulk}`. It also reads
         `{topics.redeliver}`, where its own retries come back."""),
     )
     async def notify_by_email(result: AdResult) -> None:

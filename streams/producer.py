@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
 from processors.ads.jobs import AdJob
-from processors.email.jobs import EmailJobModel
+from processors.email.jobs import BULK_TYPES, EmailJobModel
 from streams.topics import TopicNames
 
 
@@ -77,8 +77,10 @@ class JobPublisher:
         )
 
     async def email(self, job: EmailJobModel, *, topic: str | None = None) -> str:
-        # Keyed by recipient: one user's emails stay in order on one partition.
-        await self.publish(topic or self._topics.email_jobs.main, job, key=str(job.to).lower())
+        # Codes and links on `email-jobs`, bulk mail on `email-bulk`. Keyed by recipient:
+        # one user's emails stay in order on one partition.
+        lane = self._topics.email_bulk if job.type in BULK_TYPES else self._topics.email_jobs
+        await self.publish(topic or lane.main, job, key=str(job.to).lower())
         return job.job_id
 
     async def ad(self, job: AdJob, *, topic: str | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo import AsyncMongoClient
@@ -23,6 +24,7 @@ from processors.email.budget import SlotBudget
 from processors.email.jobs import EmailJobModel
 from processors.email.outbound import Outbound
 from processors.email.senders import EmailSender
+from processors.email.supersession import LatestCodes
 from processors.errors import JobError
 from streams.settings import Settings
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class EmailProcessor(Protocol):
-    async def process(self, job: EmailJobModel) -> Any: ...
+    async def process(self, job: EmailJobModel, *, published_at: datetime | None = None) -> Any: ...
 
 
 class AdProcessor(Protocol):
@@ -114,18 +116,21 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
     # The outbox has no rate limit; Resend's is one budget for the group.
     budget = SlotBudget(settings.resend.rate_limit_per_s) if isinstance(sender, ResendSender) else None
     outbound = Outbound(sender, budget=budget, ledger=ledger, max_batch=settings.resend.batch_max)
+    codes = LatestCodes(database)
     email = EmailService(
         renderer=EmailRenderer(settings.worker.templates_dir, product_name=settings.email.product_name),
         sender=sender,
         ledger=ledger,
         email_from=settings.email.sender,
         outbound=outbound,
+        codes=codes,
     )
 
     async def start() -> None:
         try:
             await mongo.admin.command("ping")
             await ledger.ensure_indexes()
+            await codes.prepare(datetime.now(UTC))
             await store.ensure_indexes()
         except (PyMongoError, JobError) as error:
             # The type only: a driver message may quote the URL, credentials included.
@@ -135,9 +140,11 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
     async def close() -> None:
         await outbound.close()
         await sender.close()
+        log.info("email jobs by outcome: %s", dict(email.counts) or "none")
         if generator is not None:
             await generator.aclose()
         await ledger.aclose()
+        await codes.aclose()
         await store.aclose()
         await mongo.close()
 

@@ -10,7 +10,7 @@ it owns none, so an old owner stops before a new one starts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
@@ -42,10 +42,43 @@ class PartitionShare(ConsumerRebalanceListener):  # type: ignore[misc]
             self._owners = max([*owned, self._owners - 1]) + 1
             log.warning("no metadata for %s: taking %d partitions in all", self._topic, self._owners)
         self._assign(owned, self._owners)
-        log.info(
-            "%s: this process owns partitions %s of %d, so %.0f %% of the send budget",
-            self._topic,
-            owned,
-            self._owners,
-            100 * len(owned) / self._owners,
-        )
+        log.info("%s: this process owns partitions %s of %d", self._topic, owned, self._owners)
+
+
+class TopicShares:
+    """Several topics' partitions as one set of owners of one budget: partition `p` of the
+    `i`-th topic is owner `p` plus the partition counts of the topics before it. Every
+    process must list the topics in the same order."""
+
+    def __init__(self, topics: Sequence[str], assign: Assign) -> None:
+        self._topics = tuple(topics)
+        self._assign = assign
+        self._owned: dict[str, tuple[int, ...]] = dict.fromkeys(self._topics, ())
+        self._counts: dict[str, int] = dict.fromkeys(self._topics, 0)
+
+    def of(self, topic: str) -> Assign:
+        """The `assign` to give `topic`'s `PartitionShare`."""
+        if topic not in self._owned:
+            raise ValueError(f"{topic!r} is not one of {list(self._topics)}")
+
+        def assign(owned: Collection[int], owners: int) -> None:
+            self._owned[topic] = tuple(owned)
+            self._counts[topic] = owners
+            self._update()
+
+        return assign
+
+    def _update(self) -> None:
+        owned: list[int] = []
+        offset = 0
+        for topic in self._topics:
+            owned.extend(offset + partition for partition in self._owned[topic])
+            offset += self._counts[topic]
+        if offset:
+            self._assign(owned, offset)
+            log.info(
+                "this process owns %d of the %d partitions that share the send budget (%.0f %%)",
+                len(owned),
+                offset,
+                100 * len(owned) / offset,
+            )

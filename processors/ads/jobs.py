@@ -70,7 +70,7 @@ _EXAMPLE_JOB: dict[str, JsonValue] = {
 class Product(BaseModel):
     """What the ad is for."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
     name: SingleLine = Field(
         min_length=1, max_length=120, description="Product name, as it may appear in the ad."
@@ -102,7 +102,7 @@ class Product(BaseModel):
 class Notify(BaseModel):
     """How to tell the user that the copy is ready."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     email: EmailStr | None = Field(
         default=None, description="Send an AD_READY email to this address when the copy is ready."
@@ -114,7 +114,7 @@ class AdJob(BaseModel):
     """A request to write ad copy for one product on one platform."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="ignore",
         frozen=True,
         str_strip_whitespace=True,
         json_schema_extra={"examples": [_EXAMPLE_JOB]},
@@ -188,7 +188,7 @@ class AdCopySet(BaseModel):
 class DocumentRef(BaseModel):
     """Where the full record of a job is stored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     collection: Literal["ads"] = Field(default="ads", description="Store collection.")
     id: str = Field(description="Document id: the job_id.")
@@ -198,7 +198,7 @@ class AdResult(BaseModel):
     """The outcome of an ad job, published on `ad-results`."""
 
     model_config = ConfigDict(
-        extra="forbid",
+        extra="ignore",
         frozen=True,
         json_schema_extra={
             "examples": [

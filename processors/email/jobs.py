@@ -2,6 +2,10 @@
 
 These models are the public interface for integrators: their field descriptions
 and examples become the AsyncAPI document.
+
+**Compatibility rule:** fields are only ever added, and a new field is optional. A job
+may carry fields this worker does not know (a newer producer): they are ignored, and
+their names logged once per type. Known fields stay strictly validated.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AnyUrl,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -18,7 +23,7 @@ from pydantic import (
     field_validator,
 )
 
-from processors.decoding import decode_job
+from processors.decoding import UnknownFields, decode_job
 from processors.ids import JobId
 
 _LOCALHOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -30,8 +35,16 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
+CRITICAL_TYPES = frozenset({"SEND_OTP", "VERIFICATION_LINK"})
+"""Time-critical types: consumed from `email-jobs`, first in the provider's budget."""
+BULK_TYPES = frozenset({"WELCOME_EMAIL", "AD_READY"})
+"""Bulk types: consumed from `email-bulk`; published on `email-jobs`, they are moved there."""
+
+DEFAULT_PURPOSE = "sign-in"
+
+
 class _EmailJobBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
     job_id: JobId = Field(
         description=(
@@ -42,6 +55,32 @@ class _EmailJobBase(BaseModel):
         examples=["otp-7f3c2a9e-1d2b-4c55-9a0e-4b1f0c6d8e21"],
     )
     to: EmailStr = Field(description="Recipient email address.", examples=["ada@example.com"])
+    not_after: AwareDatetime | None = Field(
+        default=None,
+        description=(
+            "RFC 3339 time with an offset. After it the email is not sent: the job goes to the "
+            "dead-letter topic with reason `expired`. For SEND_OTP and VERIFICATION_LINK the worker "
+            "derives it, when absent, from the message's Kafka timestamp plus the code's or link's "
+            "lifetime."
+        ),
+        examples=["2026-11-29T14:10:00Z"],
+    )
+    transactional_override: bool = Field(
+        default=False,
+        description=(
+            "Send even to an address on the suppression list (it bounced hard or complained). "
+            "For security codes the user asked for; never for bulk mail."
+        ),
+    )
+    schema_version: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "The version of this contract the producer wrote (optional, informational). Fields "
+            "are only added, and new fields are optional: an older worker ignores the ones it "
+            "does not know."
+        ),
+    )
 
 
 class SendOtpJob(_EmailJobBase):
@@ -72,7 +111,18 @@ class SendOtpJob(_EmailJobBase):
         default=10,
         ge=1,
         le=1440,
-        description="How long the code stays valid, in minutes (shown to the user).",
+        description=(
+            "How long the code stays valid, in minutes (shown to the user). Unless `not_after` "
+            "is given, the code is not sent once this has passed since the job was published."
+        ),
+    )
+    purpose: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$")] = Field(
+        default=DEFAULT_PURPOSE,
+        description=(
+            "What the code is for. A newer code for the same recipient and purpose supersedes "
+            "older ones: an older code that comes up after a newer one was sent is dropped."
+        ),
+        examples=["sign-in", "password-reset"],
     )
 
 
@@ -132,7 +182,13 @@ class VerificationLinkJob(_EmailJobBase):
         examples=["https://app.example.com/verify?token=q8Zr2kLm"],
     )
     expires_in_hours: int = Field(
-        default=24, ge=1, le=720, description="How long the link stays valid, in hours."
+        default=24,
+        ge=1,
+        le=720,
+        description=(
+            "How long the link stays valid, in hours. Unless `not_after` is given, the link is "
+            "not sent once this has passed since the job was published."
+        ),
     )
 
     _check_name = field_validator("name")(lambda value: None if value is None else _no_control_chars(value))
@@ -188,6 +244,8 @@ EMAIL_TYPES = ("SEND_OTP", "WELCOME_EMAIL", "VERIFICATION_LINK", "AD_READY")
 _ADAPTER: TypeAdapter[EmailJobModel] = TypeAdapter(EmailJob)
 
 
-def decode_email_job(raw: bytes, *, max_bytes: int) -> EmailJobModel:
-    """Decode and validate one job, or raise `PoisonMessage` with a reason."""
-    return decode_job(raw, _ADAPTER, max_bytes=max_bytes, known_types=EMAIL_TYPES)
+def decode_email_job(raw: bytes, *, max_bytes: int, unknown: UnknownFields | None = None) -> EmailJobModel:
+    """Decode and validate one job, or raise `PoisonMessage` with a reason.
+
+    `unknown` is told the fields a newer producer added, which are ignored."""
+    return decode_job(raw, _ADAPTER, max_bytes=max_bytes, known_types=EMAIL_TYPES, unknown=unknown)

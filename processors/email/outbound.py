@@ -114,7 +114,8 @@ class Outbound:
         self._wall = wall
         self._now = now
         self._new_batch_id = new_batch_id
-        self._queue: deque[_Waiting] = deque()
+        self._urgent: deque[_Waiting] = deque()  # codes and links: first into every batch
+        self._queue: deque[_Waiting] = deque()  # bulk mail
         self._queued = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -134,7 +135,7 @@ class Outbound:
 
     def stats(self) -> OutboundStats:
         return OutboundStats(
-            queued=sum(1 for w in self._queue if not w.future.done()),
+            queued=sum(1 for w in (*self._urgent, *self._queue) if not w.future.done()),
             batches_sent=self._batches_sent,
             emails_batched=self._emails_batched,
             singles_sent=self._singles_sent,
@@ -143,11 +144,18 @@ class Outbound:
         )
 
     async def send(
-        self, email: OutgoingEmail, *, attempt: int, batchable: bool, handoff: Handoff | None = None
+        self,
+        email: OutgoingEmail,
+        *,
+        attempt: int,
+        batchable: bool,
+        handoff: Handoff | None = None,
+        urgent: bool = False,
     ) -> str:
         """Send `email` (the job `email.idempotency_key`, in its attempt `attempt`); its id.
 
         `batchable`: the job has never been sent any other way, so it may join a batch.
+        `urgent`: a code or a link, which goes ahead of every bulk email waiting.
         `handoff` is marked once the email is handed to the provider.
         Raises `TransientError` (the outcome is unknown) or `PermanentError` (it was not sent).
         """
@@ -165,7 +173,7 @@ class Outbound:
             return result
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         waiting = _Waiting(email, attempt, future, handoff)
-        self._queue.append(waiting)
+        (self._urgent if urgent else self._queue).append(waiting)
         self._queued.set()
         self._ensure_loop()
         try:
@@ -220,12 +228,13 @@ class Outbound:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        while self._queue:
-            waiting = self._queue.popleft()
+        for waiting in (*self._urgent, *self._queue):
             if not waiting.future.done():
                 waiting.future.set_exception(
                     TransientError("the worker is shutting down", error_class="ShuttingDown")
                 )
+        self._urgent.clear()
+        self._queue.clear()
         if self._calls:
             # Each is one provider call (bounded by its timeout), unless a 429 made it wait
             # for a slot that will not come now.
@@ -389,17 +398,19 @@ class Outbound:
         task.add_done_callback(self._calls.discard)
 
     def _live(self) -> bool:
-        while self._queue and self._queue[0].future.done():
-            self._queue.popleft()  # cancelled while queued
-        return bool(self._queue)
+        for queue in (self._urgent, self._queue):
+            while queue and queue[0].future.done():
+                queue.popleft()  # cancelled while queued
+        return bool(self._urgent or self._queue)
 
     def _take(self) -> list[_Waiting]:
         taken: list[_Waiting] = []
-        while self._queue and len(taken) < self._max_batch:
-            waiting = self._queue.popleft()
-            if not waiting.future.done():
-                waiting.taken = True
-                taken.append(waiting)
+        for queue in (self._urgent, self._queue):
+            while queue and len(taken) < self._max_batch:
+                waiting = queue.popleft()
+                if not waiting.future.done():
+                    waiting.taken = True
+                    taken.append(waiting)
         return taken
 
     def _slot_free_now(self) -> bool:

@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from processors.cancellation import release_on_cancel
 from processors.claims import ClaimOutcome
 from processors.email.batches import RecordedBatch
-from processors.email.jobs import EmailJobModel
+from processors.email.deadlines import deadline
+from processors.email.jobs import CRITICAL_TYPES, EmailJobModel, SendOtpJob
 from processors.email.ledger import DeliveryLedger, Sent, never_sent, pending_batch
 from processors.email.outbound import Handoff, Outbound
 from processors.email.render import EmailRenderer
 from processors.email.senders import EmailSender, OutgoingEmail
-from processors.errors import JobError, PermanentError
+from processors.email.supersession import code_key
+from processors.errors import Expired, JobError, PermanentError, Suppressed
 
 log = logging.getLogger(__name__)
+
+
+class CodeHistory(Protocol):
+    """Which codes were sent, by recipient and purpose (`processors.email.supersession`)."""
+
+    async def newer_sent(self, key: str, issued_at_ms: int, now: datetime) -> bool: ...
+
+    async def record_sent(self, key: str, issued_at_ms: int, job_id: str, now: datetime) -> None: ...
+
+
+class SuppressionList(Protocol):
+    """Addresses not to send to (`processors.email.suppressions`); answered from memory."""
+
+    async def is_suppressed(self, address: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,8 @@ class EmailOutcome:
     provider_message_id: str | None
     already_sent: bool
     attempt: int
+    dropped: str | None = None
+    """Why the job was dropped without sending (`superseded`), if it was."""
 
 
 def mask_email(address: str) -> str:
@@ -44,23 +64,48 @@ class EmailService:
         ledger: DeliveryLedger,
         email_from: str,
         outbound: Outbound | None = None,
+        codes: CodeHistory | None = None,
+        suppressions: SuppressionList | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        """`outbound` sends within the provider's budget (by default: at once, one by one)."""
+        """`outbound` sends within the provider's budget (by default: at once, one by one);
+        `codes` drops an older code once a newer one went out; `suppressions` holds back
+        email to addresses that bounced hard or complained."""
         self._renderer = renderer
         self._sender = sender
         self._ledger = ledger
         self._outbound = outbound or Outbound(sender)
+        self._codes = codes
+        self._suppressions = suppressions
         self._from = email_from
         self._clock = clock
+        self.counts: Counter[str] = Counter()
+        """Jobs by outcome: `sent`, `already-sent`, `expired`, `superseded`, `suppressed`."""
 
-    async def process(self, job: EmailJobModel) -> EmailOutcome:
-        """Send `job` at most once. Raises `TransientError` or `PermanentError` on failure."""
+    async def process(self, job: EmailJobModel, *, published_at: datetime | None = None) -> EmailOutcome:
+        """Send `job` at most once. Raises `TransientError` or `PermanentError` on failure.
+
+        `published_at` is when the job was first published (its deadline and its place
+        among a recipient's codes count from it). An expired job raises `Expired`, one to
+        a suppressed address `Suppressed`; an older code than one already sent is dropped.
+        """
+        job_deadline = deadline(job, published_at)
+        try:
+            return await self._process(job, published_at, job_deadline)
+        except JobError as error:
+            if job_deadline is not None:
+                error.deadline_ms = int(job_deadline.timestamp() * 1000)
+            raise
+
+    async def _process(
+        self, job: EmailJobModel, published_at: datetime | None, job_deadline: datetime | None
+    ) -> EmailOutcome:
         claim = await self._ledger.claim(
             job_id=job.job_id, email_type=job.type, recipient=str(job.to), now=self._clock()
         )
         if claim.outcome is ClaimOutcome.ALREADY_DONE:
             log.info("email %s already sent, not sending again", job.job_id)
+            self.counts["already-sent"] += 1
             return EmailOutcome(
                 job.job_id,
                 claim.document.get("provider_message_id"),
@@ -68,6 +113,11 @@ class EmailService:
                 attempt=claim.attempt,
             )
         pending = pending_batch(claim.document)
+        if pending is None and never_sent(claim.document, claim.attempt):
+            # Nothing of this job went out: it may still be held back.
+            dropped = await self._hold_back(job, claim.attempt, published_at, job_deadline)
+            if dropped is not None:
+                return dropped
         # Nothing of this job can have gone out yet: it may join a batch.
         clean = pending is None and never_sent(claim.document, claim.attempt)
         handoff = Handoff()
@@ -90,6 +140,7 @@ class EmailService:
                     # next ones to that way: only a job never sent may join a batch.
                     batchable=clean,
                     handoff=handoff,
+                    urgent=job.type in CRITICAL_TYPES,
                 )
         except JobError as error:
             permanent = isinstance(error, PermanentError)
@@ -124,6 +175,11 @@ class EmailService:
             provider_message_id=provider_id,
             now=self._clock(),
         )
+        if self._codes is not None and isinstance(job, SendOtpJob) and published_at is not None:
+            await self._codes.record_sent(
+                code_key(str(job.to), job.purpose), _ms(published_at), job.job_id, self._clock()
+            )
+        self.counts["sent"] += 1
         log.info(
             "email %s (%s) sent to %s via %s",
             job.job_id,
@@ -132,6 +188,43 @@ class EmailService:
             self._sender.name,
         )
         return EmailOutcome(job.job_id, provider_id, already_sent=False, attempt=claim.attempt)
+
+    async def _hold_back(
+        self,
+        job: EmailJobModel,
+        attempt: int,
+        published_at: datetime | None,
+        job_deadline: datetime | None,
+    ) -> EmailOutcome | None:
+        """Raise `Expired` or `Suppressed`, or return the outcome of a superseded code; None
+        when the job may go out. Only for a job of which nothing went out yet: once it may
+        have been sent, its next attempts must repeat that send (the provider's idempotency
+        answers them)."""
+        now = self._clock()
+        if job_deadline is not None and now >= job_deadline:
+            self.counts["expired"] += 1
+            await self._release(job, attempt, "Expired", permanent=True, sent=Sent.NO)
+            late_s = (now - job_deadline).total_seconds()
+            raise Expired(f"the {job.type} expired {late_s:.0f} s before it could be sent")
+        if (
+            self._codes is not None
+            and isinstance(job, SendOtpJob)
+            and published_at is not None
+            and await self._codes.newer_sent(code_key(str(job.to), job.purpose), _ms(published_at), now)
+        ):
+            self.counts["superseded"] += 1
+            await self._release(job, attempt, "Superseded", permanent=True, sent=Sent.NO)
+            log.info("email %s (%s) dropped as superseded: a newer code was sent", job.job_id, job.type)
+            return EmailOutcome(job.job_id, None, already_sent=False, attempt=attempt, dropped="superseded")
+        if (
+            self._suppressions is not None
+            and not job.transactional_override
+            and await self._suppressions.is_suppressed(str(job.to))
+        ):
+            self.counts["suppressed"] += 1
+            await self._release(job, attempt, "Suppressed", permanent=True, sent=Sent.NO)
+            raise Suppressed(f"{mask_email(str(job.to))} is on the suppression list (bounced or complained)")
+        return None
 
     async def _repeat_batch(self, job: EmailJobModel, batch: RecordedBatch) -> str:
         """The job joined a batch whose outcome is unknown: make that call again, and
@@ -173,6 +266,10 @@ class EmailService:
             now=self._clock(),
             sent=sent,
         )
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def _sent(handoff: Handoff, *, clean: bool, refused: bool = False) -> Sent:

@@ -19,6 +19,9 @@ ERROR_CLASS = "x-error-class"
 ERROR_MESSAGE = "x-error-message"
 DLQ_REASON = "x-dlq-reason"
 REPLAYED_FROM = "x-replayed-from"
+PUBLISHED_AT_MS = "x-published-at-ms"
+"""When the job was first published (its first record's timestamp): a retry or a move to
+another topic keeps it, so deadlines and "newer code" comparisons hold across hops."""
 
 FAILURE_HEADERS = (
     ATTEMPT,
@@ -37,13 +40,16 @@ RETRY_HEADERS_DOC = (
     f"`{ATTEMPT}` (attempts made so far), `{ORIGIN_TOPIC}`, `{ORIGIN_PARTITION}`, "
     f"`{ORIGIN_OFFSET}` (where the job was first read), `{FIRST_FAILURE_AT_MS}`, "
     f"`{LAST_FAILURE_AT_MS}`, `{DUE_AT_MS}` (when it is redelivered; epoch ms), "
-    f"`{ERROR_CLASS}` and `{ERROR_MESSAGE}` (short, never secrets or codes)"
+    f"`{ERROR_CLASS}` and `{ERROR_MESSAGE}` (short, never secrets or codes), "
+    f"`{PUBLISHED_AT_MS}` (when the job was first published)"
 )
 DLQ_HEADERS_DOC = (
-    f"`{DLQ_REASON}` (`oversized`, `invalid-json`, `unknown-type`, `schema`, `permanent` "
+    f"`{DLQ_REASON}` (`oversized`, `invalid-json`, `unknown-type`, `schema`, `permanent`, "
+    f"`expired`, `suppressed` "
     f"or `attempts-exhausted`), `{ERROR_CLASS}`, `{ERROR_MESSAGE}`, `{ATTEMPT}` (attempts "
     f"made), `{FIRST_FAILURE_AT_MS}`, `{LAST_FAILURE_AT_MS}`, `{ORIGIN_TOPIC}`, "
-    f"`{ORIGIN_PARTITION}`, `{ORIGIN_OFFSET}`. The value is the original bytes, unchanged."
+    f"`{ORIGIN_PARTITION}`, `{ORIGIN_OFFSET}`, `{PUBLISHED_AT_MS}` (when the job was first "
+    f"published). The value is the original bytes, unchanged."
 )
 
 MAX_MESSAGE_CHARS = 200
@@ -83,6 +89,14 @@ class FailureHistory:
             origin_offset=_int(headers, ORIGIN_OFFSET),
             first_failure_at_ms=_int(headers, FIRST_FAILURE_AT_MS),
         )
+
+
+def published_at_ms(headers: Mapping[str, str], timestamp_ms: int | None) -> int | None:
+    """When the job was first published: the header a hop kept, else the record's timestamp."""
+    carried = _int(headers, PUBLISHED_AT_MS)
+    if carried is not None and carried > 0:
+        return carried
+    return timestamp_ms if timestamp_ms is not None and timestamp_ms > 0 else None
 
 
 def short_message(text: str) -> str:

@@ -16,6 +16,7 @@ class RawRecord:
     key: bytes | None
     value: bytes
     headers: dict[str, str]
+    timestamp_ms: int | None = None
 
     @classmethod
     def from_consumer_record(cls, record: Any) -> RawRecord:
@@ -33,7 +34,13 @@ class RawRecord:
             key=key,
             value=value or b"",
             headers=decode_headers(record.headers),
+            timestamp_ms=_timestamp_ms(record),
         )
 
     def __repr__(self) -> str:  # the value may hold an OTP code: never print it
         return f"RawRecord({self.topic}[{self.partition}]@{self.offset}, {len(self.value)} bytes)"
+
+
+def _timestamp_ms(record: Any) -> int | None:
+    timestamp = getattr(record, "timestamp", None)
+    return int(timestamp) if isinstance(timestamp, int | float) and timestamp > 0 else None

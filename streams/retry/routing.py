@@ -50,9 +50,10 @@ class FailureRouter:
     async def route(self, route: JobRoute, record: RawRecord, error: JobError) -> RetryIn | DeadLetter:
         history = h.FailureHistory.from_headers(record.headers)
         attempt = history.attempts + 1
-        plan = plan_retry(attempt, error, route.policy, self._jitter())
         now_ms = self._clock_ms()
+        plan = plan_retry(attempt, error, route.policy, self._jitter(), now_ms=now_ms)
         headers = h.carried_over(record.headers) | {
+            h.PUBLISHED_AT_MS: str(h.published_at_ms(record.headers, record.timestamp_ms) or now_ms),
             h.ATTEMPT: str(attempt),
             h.ORIGIN_TOPIC: history.origin_topic or record.topic,
             h.ORIGIN_PARTITION: str(

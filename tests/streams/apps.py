@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -19,10 +20,12 @@ from streams.topics import TopicNames
 class RecordingEmail:
     def __init__(self) -> None:
         self.jobs: list[EmailJobModel] = []
+        self.published_at: list[datetime | None] = []
         self.fail_with: Exception | None = None
 
-    async def process(self, job: EmailJobModel) -> None:
+    async def process(self, job: EmailJobModel, *, published_at: datetime | None = None) -> None:
         self.jobs.append(job)
+        self.published_at.append(published_at)
         if self.fail_with is not None:
             raise self.fail_with
 

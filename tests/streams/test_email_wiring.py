@@ -76,7 +76,7 @@ async def test_permanent_failure_goes_to_the_dlq_once(test_app: AppUnderTest) ->
     retried = test_app.collect(test_app.topics.email_jobs.retry)
     test_app.email.fail_with = PermanentError("Resend answered 422", error_class="Resend422:validation_error")
     async with TestKafkaBroker(test_app.broker) as broker:
-        await broker.publish(JOBS["WELCOME_EMAIL"], topic=test_app.topics.email_jobs.main)
+        await broker.publish(JOBS["SEND_OTP"], topic=test_app.topics.email_jobs.main)
     assert len(test_app.email.jobs) == 1
     assert retried.records == []
     [headers] = dead_letters.headers
@@ -97,12 +97,49 @@ async def test_transient_failure_goes_to_the_retry_topic_with_a_due_time(test_ap
     assert headers[h.ORIGIN_TOPIC] == test_app.topics.email_jobs.main
     assert int(headers[h.DUE_AT_MS]) - int(headers[h.LAST_FAILURE_AT_MS]) == 2_000
     assert "123456" not in json.dumps(headers)
+    assert int(headers[h.PUBLISHED_AT_MS]) > 0
+
+
+@pytest.mark.parametrize("kind", ["WELCOME_EMAIL", "AD_READY"])
+async def test_bulk_mail_on_email_jobs_is_moved_to_email_bulk(test_app: AppUnderTest, kind: str) -> None:
+    moved = test_app.collect(test_app.topics.email_bulk.main)
+    async with TestKafkaBroker(test_app.broker) as broker:
+        await broker.publish(
+            JOBS[kind], topic=test_app.topics.email_jobs.main, key=b"ada@example.com", headers={"trace": "t1"}
+        )
+    [(body, key, headers)] = moved.records
+    assert json.loads(body) == JOBS[kind]
+    assert key == b"ada@example.com"
+    assert headers["trace"] == "t1"
+    assert int(headers[h.PUBLISHED_AT_MS]) > 0
+    # Processed once, from email-bulk, with the time of its first publish.
+    assert [job.type for job in test_app.email.jobs] == [kind]
+    assert test_app.email.published_at[0] is not None
+    assert int(test_app.email.published_at[0].timestamp() * 1000) == int(headers[h.PUBLISHED_AT_MS])
+
+
+async def test_a_failed_bulk_job_retries_on_its_own_topics(test_app: AppUnderTest) -> None:
+    retried = test_app.collect(test_app.topics.email_bulk.retry)
+    test_app.email.fail_with = TransientError("Resend answered 503", error_class="Resend503")
+    async with TestKafkaBroker(test_app.broker) as broker:
+        await broker.publish(JOBS["WELCOME_EMAIL"], topic=test_app.topics.email_bulk.main)
+    [headers] = retried.headers
+    assert headers[h.ORIGIN_TOPIC] == test_app.topics.email_bulk.main
+
+
+async def test_a_job_from_a_newer_producer_is_processed(test_app: AppUnderTest) -> None:
+    newer = {**JOBS["SEND_OTP"], "schema_version": 3, "locale": "fr", "brand": {"color": "blue"}}
+    async with TestKafkaBroker(test_app.broker) as broker:
+        await broker.publish(newer, topic=test_app.topics.email_jobs.main)
+    [job] = test_app.email.jobs
+    assert job.job_id == "w-otp"
+    assert job.schema_version == 3
 
 
 async def test_a_bug_in_the_processor_is_retried_not_lost(test_app: AppUnderTest) -> None:
     retried = test_app.collect(test_app.topics.email_jobs.retry)
     test_app.email.fail_with = KeyError("bug")
     async with TestKafkaBroker(test_app.broker) as broker:
-        await broker.publish(JOBS["WELCOME_EMAIL"], topic=test_app.topics.email_jobs.main)
+        await broker.publish(JOBS["VERIFICATION_LINK"], topic=test_app.topics.email_jobs.main)
     [headers] = retried.headers
     assert headers[h.ERROR_CLASS] == "UnexpectedError"

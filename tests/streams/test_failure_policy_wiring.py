@@ -49,7 +49,7 @@ async def test_a_transient_ad_failure_is_retried_without_a_result() -> None:
 async def test_an_ad_result_the_email_notifier_cannot_read_goes_to_its_own_dead_letter_topic() -> None:
     given = build_test_app("p.")
     dead_letters = given.collect("p.ad-results.email-notifier.dlq")
-    emails = given.collect("p.email-jobs")
+    emails = given.collect("p.email-bulk")
     async with TestKafkaBroker(given.broker) as broker:
         await broker.publish(b"{not json", topic="p.ad-results")
     [(value, _, headers)] = dead_letters.records
@@ -60,7 +60,7 @@ async def test_an_ad_result_the_email_notifier_cannot_read_goes_to_its_own_dead_
 
 async def test_the_email_notifier_reads_its_own_redelivered_results() -> None:
     given = build_test_app("p.")
-    emails = given.collect("p.email-jobs")
+    emails = given.collect("p.email-bulk")
     result = {
         "job_id": "ad-9",
         "user_id": "u-1",

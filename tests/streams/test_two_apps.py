@@ -31,6 +31,7 @@ def test_each_app_subscribes_only_to_its_own_topics() -> None:
     green_topics = {t for sub in green.broker.subscribers for t in sub.topic_names}
     assert blue_topics == {
         "blue.email-jobs",
+        "blue.email-bulk",
         "blue.ad-jobs",
         "blue.ad-results",
         "blue.ad-results.email-notifier",

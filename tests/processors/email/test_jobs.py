@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from processors.decoding import UnknownFields
+from processors.email.deadlines import deadline
 from processors.email.jobs import SendOtpJob, decode_email_job
 from processors.errors import PoisonMessage
 
@@ -85,8 +88,55 @@ def test_oversized_payload_is_rejected_before_parsing() -> None:
     assert reason_of(encode(), max_bytes=10) == "oversized"
 
 
-def test_unknown_fields_are_rejected() -> None:
-    assert reason_of(encode(cc="eve@example.com")) == "schema"
+def test_unknown_fields_from_a_newer_producer_are_ignored_and_named_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unknown = UnknownFields()
+    for _ in range(3):
+        job = decode_email_job(
+            encode(cc="eve@example.com", schema_version=2), max_bytes=65_536, unknown=unknown
+        )
+        assert isinstance(job, SendOtpJob)
+        assert job.schema_version == 2
+        assert not hasattr(job, "cc")
+    named = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    assert named == ["SEND_OTP jobs carry fields this worker does not know, ignored: cc (a newer producer?)"]
+    assert "eve@" not in caplog.text
+
+
+def test_known_fields_stay_strict_beside_unknown_ones() -> None:
+    assert reason_of(encode(code="12", locale="fr")) == "schema"
+    assert reason_of(encode(schema_version=0)) == "schema"
+    assert reason_of(encode(not_after="tomorrow")) == "schema"
+    assert reason_of(encode(not_after="2026-11-29T10:00:00")) == "schema"  # no offset
+    assert reason_of(encode(purpose="Sign In!")) == "schema"
+
+
+def test_deadline_comes_from_not_after_or_the_codes_lifetime() -> None:
+    published = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    otp = decode_email_job(encode(expires_in_minutes=5), max_bytes=65_536)
+    assert deadline(otp, published) == published + timedelta(minutes=5)
+    assert deadline(otp, None) is None
+    explicit = decode_email_job(encode(not_after="2026-11-29T12:01:00+00:00"), max_bytes=65_536)
+    assert deadline(explicit, published) == datetime(2026, 11, 29, 12, 1, tzinfo=UTC)
+    link = decode_email_job(
+        json.dumps(
+            {
+                "type": "VERIFICATION_LINK",
+                "job_id": "v",
+                "to": "ada@example.com",
+                "verification_url": "https://app.example.com/v?t=1",
+                "expires_in_hours": 2,
+            }
+        ).encode(),
+        max_bytes=65_536,
+    )
+    assert deadline(link, published) == published + timedelta(hours=2)
+    welcome = decode_email_job(
+        json.dumps({"type": "WELCOME_EMAIL", "job_id": "w", "to": "ada@example.com", "name": "Ada"}).encode(),
+        max_bytes=65_536,
+    )
+    assert deadline(welcome, published) is None
 
 
 def test_control_characters_in_names_are_rejected() -> None:

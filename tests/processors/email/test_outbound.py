@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from processors.email.budget import SlotBudget
-from processors.email.jobs import SendOtpJob
+from processors.email.jobs import SendOtpJob, WelcomeEmailJob
 from processors.email.ledger import DeliveryLedger, pending_batch
 from processors.email.outbound import Outbound
 from processors.email.render import EmailRenderer
@@ -305,3 +305,29 @@ async def test_a_batch_that_cannot_be_recorded_fails_its_jobs_and_batching_goes_
         await second.close()
     assert all(isinstance(o, EmailOutcome) for o in later), later
     assert fake_resend.delivery_count == 4, "the b jobs were never sent"
+
+
+async def test_a_code_goes_into_the_next_batch_ahead_of_the_bulk_mail_waiting(
+    ledger: DeliveryLedger, fake_resend: FakeResend
+) -> None:
+    worker = Worker(ledger, fake_resend, rate_per_s=4, max_batch=10)
+    welcomes = [
+        WelcomeEmailJob(type="WELCOME_EMAIL", job_id=f"welcome-{n}", to=f"reader{n}@example.com", name="Ada")
+        for n in range(40)
+    ]
+    code = SendOtpJob(type="SEND_OTP", job_id="code-1", to="ada@example.com", code="482913")
+    try:
+        worker.budget.pause_until(time.time() + 0.5)
+        bulk = [asyncio.create_task(worker.service.process(job)) for job in welcomes]
+        while worker.outbound.stats().queued < len(welcomes):
+            await asyncio.sleep(0.01)
+        outcome = await worker.service.process(code)
+        await asyncio.gather(*bulk)
+    finally:
+        await worker.close()
+    assert outcome.provider_message_id is not None
+    [delivered] = [d for d in fake_resend.deliveries if "482913" in str(d.body)]
+    batches = [d.arrived_s for d in fake_resend.deliveries]
+    # Queued last, sent in the first call: the bulk mail waits, not the code.
+    assert delivered.arrived_s == min(batches)
+    assert fake_resend.delivery_count == 41

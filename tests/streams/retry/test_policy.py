@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.errors import PermanentError, PoisonMessage, TransientError
+from processors.errors import Expired, PermanentError, PoisonMessage, Suppressed, TransientError
 from streams.retry.policy import DAY_MS, BackoffPolicy, DeadLetter, RetryIn, plan_retry
 
 policies = st.builds(
@@ -64,3 +64,41 @@ def test_full_jitter_spans_the_whole_range() -> None:
     assert plan_retry(3, TRANSIENT, policy, 0.999_999) == RetryIn(3_999)
     assert plan_retry(20, TRANSIENT, policy, 0.5) == DeadLetter("attempts-exhausted")
     assert plan_retry(9, TRANSIENT, policy, 0.5) == RetryIn(30_000)
+
+
+def test_expired_and_suppressed_jobs_are_dead_lettered_with_their_reason() -> None:
+    policy = BackoffPolicy()
+    assert plan_retry(1, Expired("too late"), policy, 0.5) == DeadLetter("expired")
+    assert plan_retry(1, Suppressed("bounced"), policy, 0.5) == DeadLetter("suppressed")
+
+
+def deadlined(deadline_ms: int, retry_after_ms: int | None = None) -> TransientError:
+    error = TransientError("503", error_class="Resend503", retry_after_ms=retry_after_ms)
+    error.deadline_ms = deadline_ms
+    return error
+
+
+@given(
+    policy=policies,
+    attempt=st.integers(1, 49),
+    jitter=jitters,
+    now_ms=st.integers(0, 10**13),
+    left_ms=st.integers(-(10**6), 10**9),
+)
+def test_a_retry_never_comes_due_after_the_jobs_deadline(
+    policy: BackoffPolicy, attempt: int, jitter: float, now_ms: int, left_ms: int
+) -> None:
+    error = deadlined(now_ms + left_ms)
+    plan = plan_retry(attempt, error, policy, jitter, now_ms=now_ms)
+    undated = plan_retry(attempt, TransientError("503", error_class="Resend503"), policy, jitter)
+    if isinstance(undated, DeadLetter):
+        assert plan == undated
+    elif undated.delay_ms > left_ms:
+        assert plan == DeadLetter("expired")
+    else:
+        assert plan == undated
+
+
+def test_a_retry_after_beyond_the_deadline_dead_letters_now() -> None:
+    plan = plan_retry(1, deadlined(1_000 + 30_000, retry_after_ms=60_000), BackoffPolicy(), 0.0, now_ms=1_000)
+    assert plan == DeadLetter("expired")
