@@ -1,21 +1,26 @@
 """The supersession store's calls at their real size: one `newer_sent` batch, and the rates
-of `newer_sent` and `record_sent` with many callers at once.
+of `newer_sent` (first deliveries and retries) and `record_sent` with many callers at once.
 
-    .venv/bin/python -m benchmarks.supersession_shape                  # buckets of 20,000 and 100,000
-    .venv/bin/python -m benchmarks.supersession_shape --sizes 4000 --both-buckets
+    .venv/bin/python -m benchmarks.supersession_shape                  # busy hours of 4,200 and 10,000
+    .venv/bin/python -m benchmarks.supersession_shape --busy 20000 --per-day 200000
     .venv/bin/python -m benchmarks.supersession_shape --smoke          # tiny counts, a few seconds
 
-Needs the MongoDB-wire store (`make services`). For each size it makes a fresh database
-`bench_<random>` and fills today's bucket with that many recorded codes (`insert_many` in
-chunks); with `--both-buckets` yesterday's too, as in the steady state of that many codes
-a day. Then, with `processors.email.supersession.LatestCodes`:
+Needs the MongoDB-wire store (`make services`). For each busy-hour size it makes a fresh
+database `bench_<random>` and fills the hourly buckets by issue time as in the steady state
+of `--per-day` codes a day: the 23 past hours' buckets with a 24th of them each, this hour's
+with the busy size (`insert_many` in chunks). Then, with
+`processors.email.supersession.LatestCodes` at a fixed `now` (no hour turns during a run)
+and no memo (every call reads the store):
 
-- **batch of k**: k concurrent `newer_sent` calls from a process with nothing in memory,
-  which become one `find($in)` per bucket; the time until all k are answered (median
-  of `--repeat`). Half the keys have a record, all older than asked: every call reads.
-- **newer_sent rate**: `--concurrency` callers asking in a loop for `--duration-s`, every
-  call answered by the store (the memo only ever proves "yes").
-- **record_sent rate**: the same callers recording new codes (run last: it grows the bucket).
+- **batch of k**: k concurrent first-delivery `newer_sent` calls (issued now) from a fresh
+  process, which become one `find($in)` per bucket read (this hour's and the next); the
+  time until all k are answered (median of `--repeat`). Half the keys have a record.
+- **first deliveries**: `--concurrency` callers asking in a loop for `--duration-s` about
+  codes issued now: they read this hour's bucket and the next.
+- **retries**: the same, about codes issued `--retry-hours` ago (uniformly): they read
+  every bucket from their issue hour's to the next one.
+- **record_sent**: the same callers recording new codes issued now (run last: it grows
+  this hour's bucket).
 
 It drops the database at the end.
 """
@@ -31,7 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import AsyncMongoClient
@@ -70,26 +75,29 @@ class Rate:
 
 @dataclass
 class Result:
-    size: int
-    both_buckets: bool
+    busy: int
+    per_day: int
     batch_s: dict[int, float] = field(default_factory=dict)
     finds_per_batch: dict[int, int] = field(default_factory=dict)
-    newer_sent: Rate = field(default_factory=Rate)
+    first: Rate = field(default_factory=Rate)
+    retry: Rate = field(default_factory=Rate)
+    retry_buckets: float = 0.0
     record_sent: Rate = field(default_factory=Rate)
 
     @property
     def errors(self) -> int:
-        return self.newer_sent.errors + self.record_sent.errors
+        return self.first.errors + self.retry.errors + self.record_sent.errors
 
     def row(self) -> dict[str, str]:
-        stored = f"{self.size:,}" + (" x 2 buckets" if self.both_buckets else "")
         return {
-            "codes stored": stored,
+            "this hour": f"{self.busy:,}",
+            "a day": f"{self.per_day:,}",
             **{
                 f"batch of {k}": f"{s * 1000:,.0f} ms ({self.finds_per_batch[k]} finds)"
                 for k, s in self.batch_s.items()
             },
-            "newer_sent": self.newer_sent.show(),
+            "newer_sent, first": self.first.show(),
+            "newer_sent, retry": f"{self.retry.show()}, {self.retry_buckets:.1f} buckets/call",
             "record_sent": self.record_sent.show(),
             "errors": str(self.errors),
         }
@@ -99,14 +107,19 @@ def key_of(i: int) -> str:
     return code_key(f"user{i}@example.com", "sign-in")
 
 
-async def prefill(codes: LatestCodes, period: int, count: int, issued_at_ms: int) -> None:
-    """`count` codes recorded as `record_sent` records them, for the users 0..count-1."""
+async def prefill(codes: LatestCodes, period: int, users: range, latest_ms: int) -> None:
+    """Codes of `users` recorded as `record_sent` records them, issued in the hour of
+    `period` up to `latest_ms`."""
     collection = codes.buckets.collection(period)
-    for start in range(0, count, PREFILL_CHUNK):
-        docs = [
-            {"_id": f"{key_of(i)}:{issued_at_ms}:old-{i}", "key": key_of(i), "issued_at_ms": issued_at_ms}
-            for i in range(start, min(count, start + PREFILL_CHUNK))
-        ]
+    start_ms = period * codes.buckets.bucket_s * 1000
+    span_ms = max(1, min(latest_ms - start_ms, codes.buckets.bucket_s * 1000))
+    for chunk in range(users.start, users.stop, PREFILL_CHUNK):
+        docs = []
+        for i in range(chunk, min(users.stop, chunk + PREFILL_CHUNK)):
+            issued_at_ms = start_ms + (i * 7_919) % span_ms
+            docs.append(
+                {"_id": f"{key_of(i)}:{issued_at_ms}:old-{i}", "key": key_of(i), "issued_at_ms": issued_at_ms}
+            )
         await collection.insert_many(docs, ordered=False)
 
 
@@ -134,35 +147,43 @@ async def loop_for(concurrency: int, duration_s: float, call: Callable[[int], Aw
     return rate
 
 
-async def bench_size(mongo: AsyncMongoClient[Document], size: int, opts: argparse.Namespace) -> Result:
+async def bench_busy(mongo: AsyncMongoClient[Document], busy: int, opts: argparse.Namespace) -> Result:
     database: AsyncDatabase[Document] = mongo[f"bench_{uuid.uuid4().hex[:10]}"]
     batching = BatchSettings(reads_in_flight=opts.reads_in_flight)
-    result = Result(size, opts.both_buckets)
+    result = Result(busy, opts.per_day)
     now = datetime.now(UTC)
-    issued_ms = int((now - timedelta(minutes=5)).timestamp() * 1000)
-    asked_ms = issued_ms + 1  # newer than every record: every answer is "no", from the store
+    now_ms = int(now.timestamp() * 1000)
+    first_hour, last_hour = opts.retry_hours
 
     def fresh() -> LatestCodes:
-        return LatestCodes(database, PREFIX, batching=batching, index_key=not opts.no_index)
+        return LatestCodes(
+            database, PREFIX, memo_size=0, batching=batching, index_key=not opts.no_index, clock=lambda: now
+        )
 
     try:
         codes = fresh()
         await codes.prepare(now)
         period = codes.buckets.period(now)
+        per_hour = opts.per_day // 24
         began = time.monotonic()
-        await prefill(codes, period, size, issued_ms)
-        if opts.both_buckets:
-            await prefill(codes, period - 1, size, issued_ms)
-        print(f"{size:,} codes stored in {time.monotonic() - began:.1f}s", flush=True)
+        await prefill(codes, period, range(busy), now_ms)
+        for hours_ago in range(1, 24):
+            users = busy + (hours_ago - 1) * per_hour
+            await prefill(codes, period - hours_ago, range(users, users + per_hour), now_ms)
+        stored = busy + 23 * per_hour
+        print(f"{busy:,} codes this hour, {stored:,} in 24 h, stored in {time.monotonic() - began:.1f}s")
+
+        def any_key() -> str:
+            return key_of(random.randrange(2 * stored))  # half of them recorded
 
         for k in opts.batches:
             times = []
             for _ in range(opts.repeat):
                 asking = fresh()
                 await asking.prepare(now)
-                keys = [key_of(random.randrange(2 * size)) for _ in range(k)]  # half of them recorded
+                keys = [any_key() for _ in range(k)]
                 began = time.monotonic()
-                await asyncio.gather(*(asking.newer_sent(key, asked_ms, now) for key in keys))
+                await asyncio.gather(*(asking.newer_sent(key, now_ms, now) for key in keys))
                 times.append(time.monotonic() - began)
                 result.finds_per_batch[k] = sum(r.batches for r in asking._readers.values())
                 await asking.aclose()
@@ -170,25 +191,40 @@ async def bench_size(mongo: AsyncMongoClient[Document], size: int, opts: argpars
             print(f"  batch of {k}: {result.batch_s[k] * 1000:,.0f} ms", flush=True)
 
         asking = fresh()
-        result.newer_sent = await loop_for(
+        await asking.prepare(now)
+        result.first = await loop_for(
+            opts.concurrency, opts.duration_s, lambda i: asking.newer_sent(any_key(), now_ms, now)
+        )
+        result.first.batches = asking._readers[period].batches if period in asking._readers else 0
+        await asking.aclose()
+        print(f"  newer_sent, first deliveries: {result.first.show()}", flush=True)
+
+        asking = fresh()
+        await asking.prepare(now)
+        result.retry = await loop_for(
             opts.concurrency,
             opts.duration_s,
-            lambda i: asking.newer_sent(key_of(random.randrange(2 * size)), asked_ms, datetime.now(UTC)),
+            lambda i: asking.newer_sent(
+                any_key(), now_ms - int(random.uniform(first_hour, last_hour) * 3_600_000), now
+            ),
         )
-        result.newer_sent.batches = max((r.batches for r in asking._readers.values()), default=0)
+        reads = sum(r.items for r in asking._readers.values())
+        result.retry_buckets = reads / result.retry.calls if result.retry.calls else 0.0
+        result.retry.batches = asking._readers[period].batches if period in asking._readers else 0
         await asking.aclose()
-        print(f"  newer_sent, {opts.concurrency} callers: {result.newer_sent.show()}", flush=True)
+        print(f"  newer_sent, retries: {result.retry.show()}", flush=True)
 
         recording = fresh()
+        await recording.prepare(now)
         result.record_sent = await loop_for(
             opts.concurrency,
             opts.duration_s,
-            lambda i: recording.record_sent(key_of(size + i), asked_ms, f"new-{i}", datetime.now(UTC)),
+            lambda i: recording.record_sent(key_of(2 * stored + i), now_ms, f"new-{i}", now),
         )
         result.record_sent.batches = sum(r.batches for r in recording._inserters.values())
         result.record_sent.per_batch = "insert_many"
         await recording.aclose()
-        print(f"  record_sent, {opts.concurrency} callers: {result.record_sent.show()}", flush=True)
+        print(f"  record_sent: {result.record_sent.show()}", flush=True)
     finally:
         await mongo.drop_database(database.name)
     return result
@@ -206,7 +242,7 @@ async def main(opts: argparse.Namespace) -> list[Result]:
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(MONGODB_URL, tz_aware=True, socketTimeoutMS=120_000)
     try:
         await mongo.admin.command("ping")
-        results = [await bench_size(mongo, size, opts) for size in opts.sizes]
+        results = [await bench_busy(mongo, busy, opts) for busy in opts.busy]
     finally:
         await mongo.close()
     print(
@@ -222,10 +258,18 @@ def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
 
 
+def _floats(text: str) -> tuple[float, float]:
+    low, high = (float(part) for part in text.split(","))
+    return low, high
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=_ints, default=[20_000, 100_000], help="codes stored per bucket")
-    parser.add_argument("--both-buckets", action="store_true", help="fill yesterday's bucket too")
+    parser.add_argument("--busy", type=_ints, default=[4_200, 10_000], help="codes issued this hour")
+    parser.add_argument("--per-day", type=int, default=100_000, help="codes a day, over the past hours")
+    parser.add_argument(
+        "--retry-hours", type=_floats, default=(1.0, 20.0), help="how long ago retries were issued: LOW,HIGH"
+    )
     parser.add_argument("--batches", type=_ints, default=[1, 50, 256], help="keys per newer_sent batch")
     parser.add_argument("--repeat", type=int, default=3, help="batches timed per size (the median shows)")
     parser.add_argument("--concurrency", type=int, default=128, help="callers at once for the rates")
@@ -235,8 +279,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny counts")
     opts = parser.parse_args(argv)
     if opts.smoke:
-        opts.sizes, opts.batches, opts.repeat, opts.concurrency, opts.duration_s = (
-            [1_000],
+        opts.busy, opts.per_day, opts.batches, opts.repeat, opts.concurrency, opts.duration_s = (
+            [200],
+            2_400,
             [1, 50],
             1,
             16,

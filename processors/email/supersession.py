@@ -6,23 +6,27 @@ carried through retries; only a strictly newer code supersedes. After sending a 
 worker calls `record_sent`; before sending one it asks `newer_sent`, and drops the job as
 `superseded` if the answer is yes.
 
-**Storage: inserts only, in daily buckets.** One document per code sent: `_id`
-`<key>:<issued_at_ms>:<job_id>`, `key` and `issued_at_ms`; `key` is `code_key(recipient,
+**Storage: inserts only, in hourly buckets by issue time.** One document per code sent:
+`_id` `<key>:<issued_at_ms>:<job_id>`, `key` and `issued_at_ms`; `key` is `code_key(recipient,
 purpose)`, a hash. Neither the code nor the address is stored. A redelivered job's second
-record collides on `_id`, which is fine. Records go into the bucket of the day they are
-sent (`processors.buckets`). A code lives at most a day (`expires_in_minutes <= 1440`), so
-a newer one that matters was sent less than a day before an older one comes up: reading
-today's and yesterday's buckets sees it. Buckets older than that and one more day (for
-workers whose clocks lag) are dropped.
+record collides on `_id`, which is fine. A record goes into the bucket (`processors.buckets`,
+`bucket_s` long, an hour by default) holding its code's **issue time**, not its send time.
+So a code newer than the one asked about is in the bucket of the asked code's issue time or
+a later one, up to the bucket of `now` (and one more, for producers whose clocks run ahead):
+`newer_sent` reads only those: two for a first delivery, issued moments ago; more for a retry
+of a code issued hours ago. A code lives at most a day (`expires_in_minutes <= 1440`), so a
+read spans at most a day and two buckets (hourly: the 24 before now's, now's and the next).
+As many buckets are kept, up to now's (26 h): one below the oldest a read reaches, for
+workers whose clocks lag. Older ones are dropped; a code issued before them has expired, and
+is not recorded.
 
 **Reads scan.** FerretDB v1 serves no query from an index (on SQLite only an `_id`
 equality is filtered before decoding), so `find({"key": {"$in": [...]}})` costs a scan of
 each bucket whatever the number of keys. Concurrent `newer_sent` calls are therefore
-coalesced by a `Batcher` into one such `find` per bucket; the scan's cost, not the
-number of keys, sets the rate (see `benchmarks/supersession_shape.py`). An in-process
-memo (key -> the newest issue time this process recorded or read) answers "yes" without
-a read; a "no" is only ever answered by the store, since another process may have sent a
-newer code since.
+coalesced by a `Batcher` into one such `find` per bucket; the scans' cost, not the number
+of keys, sets the rate (see `benchmarks/supersession_shape.py`). An in-process memo (key ->
+the newest issue time this process recorded or read) answers "yes" without a read; a "no"
+is only ever answered by the store, since another process may have sent a newer code since.
 """
 
 from __future__ import annotations
@@ -40,16 +44,15 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from processors.batching import Batcher
-from processors.buckets import DAY_S, TimeBuckets
+from processors.buckets import TimeBuckets
 from processors.claims import BatchSettings
 from processors.store import Document, guard_store, insert_each
 
 log = logging.getLogger(__name__)
 
-# Buckets read: today's and yesterday's (a code lives at most a day).
-_WINDOW = 2
-# Buckets kept: the window and one more, for workers whose clocks lag.
-_KEEP = _WINDOW + 1
+MAX_LIFE_S = 86_400
+"""The longest a code lives (`expires_in_minutes <= 1440`)."""
+HOUR_S = 3_600
 _KEY_HEX_CHARS = 32
 _PROJECTION = {"_id": 0, "key": 1, "issued_at_ms": 1}
 
@@ -65,7 +68,8 @@ def _utc_now() -> datetime:
 
 
 class LatestCodes:
-    """The codes sent, by `code_key`, in the daily buckets `<prefix>_<YYYYMMDD>` of `database`.
+    """The codes sent, by `code_key`, in the buckets `<prefix>_<YYYYMMDD>T<HHMMSS>` of
+    `database`, one per `bucket_s` of issue time.
 
     `clock` is this machine's time; it only keeps a `now` far ahead from dropping buckets
     still in use.
@@ -76,12 +80,18 @@ class LatestCodes:
         database: AsyncDatabase[Document],
         prefix: str = "email_codes",
         *,
+        bucket_s: int = HOUR_S,
         memo_size: int = 20_000,
         batching: BatchSettings | None = None,
         index_key: bool = True,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self.buckets = TimeBuckets(database, prefix, bucket_s=DAY_S)
+        self.buckets = TimeBuckets(database, prefix, bucket_s=bucket_s)
+        # Read: from the bucket of the asked code's issue time to the one after now's, at
+        # most a code's life and two buckets. Kept: as many, up to now's bucket, so one more
+        # below the oldest read, for workers whose clocks lag.
+        self._window = -(-MAX_LIFE_S // bucket_s) + 2
+        self._bucket_ms = bucket_s * 1000
         self._batching = batching or BatchSettings()
         self._index_key = index_key
         self._clock = clock
@@ -89,6 +99,7 @@ class LatestCodes:
         self._memo_size = memo_size
         self._inserters: dict[int, Batcher[Document, None]] = {}
         self._readers: dict[int, Batcher[str, int | None]] = {}
+        self._ensured: set[int] = set()
         self._latest: int | None = None
         self._rotating = asyncio.Lock()
         self.memo_answers = 0
@@ -99,11 +110,19 @@ class LatestCodes:
     async def record_sent(self, key: str, issued_at_ms: int, job_id: str, now: datetime) -> None:
         """Record that the code of `job_id` for `key`, issued at `issued_at_ms`, was sent at `now`.
 
-        Recording it again (a redelivered job) is fine. Raises `TransientError` when the
-        store is unreachable; the code was sent all the same, and this process remembers it.
+        Recording it again (a redelivered job) is fine. A code issued before the buckets
+        kept has expired: no read would reach its record, so none is written. Raises
+        `TransientError` when the store is unreachable; the code was sent all the same, and
+        this process remembers it.
         """
         self._remember(key, issued_at_ms)
-        period = await self._enter(now)
+        current = await self._enter(now)
+        period = self._issue_period(issued_at_ms)
+        if period < current - self._window + 1:
+            return
+        if period not in self._ensured:
+            async with self._rotating:
+                await self._ensure(period)
         doc: Document = {"_id": f"{key}:{issued_at_ms}:{job_id}", "key": key, "issued_at_ms": issued_at_ms}
         with contextlib.suppress(DuplicateKeyError):  # recorded already: a redelivered job
             await guard_store(functools.partial(self._inserter(period).submit, doc))
@@ -117,9 +136,12 @@ class LatestCodes:
         if known is not None and known > issued_at_ms:
             self.memo_answers += 1
             return True
-        period = await self._enter(now)
+        await self._enter(now)
         found = await asyncio.gather(
-            *(guard_store(functools.partial(self._reader(p).submit, key)) for p in (period - 1, period))
+            *(
+                guard_store(functools.partial(self._reader(p).submit, key))
+                for p in self._read_periods(issued_at_ms, now)
+            )
         )
         self.store_answers += 1
         newest = max((f for f in found if f is not None), default=None)
@@ -128,9 +150,9 @@ class LatestCodes:
         return self._remember(key, newest) > issued_at_ms
 
     async def prepare(self, now: datetime) -> list[str]:
-        """Create today's bucket (and its `key` index) and drop expired ones; the names of
-        the buckets dropped. The worker calls it at start; the calls above do the same on
-        their own when a new day begins."""
+        """Create the bucket of `now` (and its `key` index) and drop expired ones; the names
+        of the buckets dropped. The worker calls it at start; the calls above do the same on
+        their own when a new bucket begins."""
         period = self.buckets.period(now)
         async with self._rotating:
             await self._ensure(period)
@@ -164,6 +186,15 @@ class LatestCodes:
         return newest
 
     # ------------------------------------------------------------------ the store
+
+    def _issue_period(self, issued_at_ms: int) -> int:
+        return issued_at_ms // self._bucket_ms
+
+    def _read_periods(self, issued_at_ms: int, now: datetime) -> range:
+        """The buckets `newer_sent(key, issued_at_ms, now)` reads, oldest first."""
+        issued = self._issue_period(issued_at_ms)
+        last = max(self.buckets.period(now) + 1, issued)
+        return range(max(issued, last - self._window + 1), last + 1)
 
     def _inserter(self, period: int) -> Batcher[Document, None]:
         batcher = self._inserters.get(period)
@@ -201,7 +232,7 @@ class LatestCodes:
         return batcher
 
     async def _enter(self, now: datetime) -> int:
-        """The period of `now`; when a new day begins, prepare its bucket and drop expired ones."""
+        """The period of `now`; when a new bucket begins, prepare it and drop expired ones."""
         period = self.buckets.period(now)
         if self._latest is not None and period <= self._latest:
             return period
@@ -215,17 +246,22 @@ class LatestCodes:
         return period
 
     async def _ensure(self, period: int) -> None:
+        """Create the bucket's `key` index, once per bucket and process (under `_rotating`)."""
+        if period in self._ensured:
+            return
         if self._index_key:
             # Real MongoDB serves the reads from it; FerretDB v1 uses no index for queries.
             await guard_store(functools.partial(self.buckets.collection(period).create_index, "key"))
+        self._ensured.add(period)
 
     async def _expire(self, period: int) -> list[str]:
         # Never by a clock ahead of this machine's: a `now` far in the future must not
         # drop the buckets that are still in use.
-        oldest_kept = min(period, self.buckets.period(self._clock())) - _KEEP + 1
-        for old in [p for p in (*self._inserters, *self._readers) if p < oldest_kept]:
+        oldest_kept = min(period, self.buckets.period(self._clock())) - self._window + 1
+        for old in [p for p in (*self._inserters, *self._readers, *self._ensured) if p < oldest_kept]:
             self._inserters.pop(old, None)
             self._readers.pop(old, None)
+            self._ensured.discard(old)
         dropped = await guard_store(functools.partial(self.buckets.drop_before, oldest_kept))
         if dropped:
             log.info("dropped expired buckets %s", ", ".join(dropped))

@@ -1,13 +1,14 @@
 """Newer codes win, on the real MongoDB-wire store: what `newer_sent` answers after
 `record_sent`, for the process that recorded (its memo) and for another one (the store);
-the day buckets; what is stored; and the benchmark's smoke run."""
+the hourly buckets by issue time, which of them a call reads and which are dropped; what
+is stored; and the benchmark's smoke run."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,9 +22,11 @@ from processors.store import Document
 pytestmark = pytest.mark.integration
 
 MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017")
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, 12, 30, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-T0_MS = int(NOW.timestamp() * 1000) - 60_000
+T0_MS = int(NOW.timestamp() * 1000) - 60_000  # 12:29
+BUCKET = "email_codes_20260101T120000"  # T0's, and NOW's
 ADA = code_key("ada@example.com", "sign-in")
 
 
@@ -123,24 +126,81 @@ async def test_the_newest_of_several_codes_sent_counts(codes: LatestCodes, asker
     assert await asker.newer_sent(ADA, T0_MS + 3_000, NOW) is False
 
 
-async def test_a_code_sent_yesterday_is_read_from_yesterdays_bucket(
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def clock_at(at: datetime) -> Callable[[], datetime]:
+    return lambda: at
+
+
+async def test_a_code_is_stored_in_the_bucket_of_its_issue_hour_and_read_after_the_hour_turns(
     database: AsyncDatabase[Document],
 ) -> None:
-    # Given a code sent a minute before midnight, by a process whose clock says so
-    midnight = datetime(2026, 1, 2, tzinfo=UTC)
-    before = LatestCodes(database, clock=lambda: midnight - timedelta(minutes=1))
-    await before.record_sent(ADA, T0_MS + 1_000, "job-new", midnight - timedelta(minutes=1))
+    # Given a code issued a second before 13:00 and sent a second after it
+    turn = datetime(2026, 1, 1, 13, 0, tzinfo=UTC)
+    before = LatestCodes(database, clock=lambda: turn + timedelta(seconds=1))
+    await before.record_sent(ADA, ms(turn) - 1_000, "job-new", turn + timedelta(seconds=1))
     await before.aclose()
 
-    # When another process asks a minute after midnight
-    after = LatestCodes(database, clock=lambda: midnight + timedelta(minutes=1))
-    superseded = await after.newer_sent(ADA, T0_MS, midnight + timedelta(minutes=1))
+    # When another process asks about an older code a minute after 13:00
+    after = LatestCodes(database, clock=lambda: turn + timedelta(minutes=1))
+    superseded = await after.newer_sent(ADA, ms(turn) - 60_000, turn + timedelta(minutes=1))
     await after.aclose()
 
-    # Then it found the record in yesterday's bucket
+    # Then it found the record in the bucket of 12:00, where its issue time put it
     assert superseded is True
     by_bucket = await stored(database)
-    assert (len(by_bucket["email_codes_20260101"]), by_bucket["email_codes_20260102"]) == (1, [])
+    assert (len(by_bucket["email_codes_20260101T120000"]), by_bucket["email_codes_20260101T130000"]) == (
+        1,
+        [],
+    )
+    assert sorted(after._readers) == [after.buckets.period(turn + h * HOUR) for h in (-1, 0, 1)]
+
+
+async def test_a_first_delivery_reads_its_hour_and_the_next(other: LatestCodes) -> None:
+    assert await other.newer_sent(ADA, ms(NOW), NOW) is False
+
+    assert [other.buckets.name(p) for p in other._readers] == [BUCKET, "email_codes_20260101T130000"]
+
+
+async def test_a_newer_code_from_a_producer_whose_clock_is_ahead_is_seen(
+    codes: LatestCodes, asker: LatestCodes
+) -> None:
+    # (its issue time falls in the next hour, by the clock of this machine)
+    await codes.record_sent(ADA, ms(NOW + timedelta(minutes=40)), "job-new", NOW)
+
+    assert await asker.newer_sent(ADA, T0_MS, NOW) is True
+
+
+async def test_a_retry_of_a_code_issued_hours_ago_reads_those_hours_buckets(
+    codes: LatestCodes, other: LatestCodes, database: AsyncDatabase[Document]
+) -> None:
+    # Given a code issued 5 h ago comes up again (a retry), and one issued 3 h ago was sent
+    await codes.record_sent(ADA, ms(NOW - 3 * HOUR), "job-new", NOW - 3 * HOUR + timedelta(seconds=5))
+
+    # Then the old one is superseded, the newer not; from the buckets of 07:00 to 13:00
+    assert await other.newer_sent(ADA, ms(NOW - 5 * HOUR), NOW) is True
+    assert await other.newer_sent(code_key("bob@example.com", "sign-in"), ms(NOW - 5 * HOUR), NOW) is False
+    assert sorted(other._readers) == [other.buckets.period(NOW + h * HOUR) for h in range(-5, 2)]
+    assert [(r.batches, r.items) for r in other._readers.values()] == [(2, 2)] * 7
+    assert list(await stored(database)) == ["email_codes_20260101T090000", BUCKET]
+    fresh = LatestCodes(database, clock=clock)
+    assert await fresh.newer_sent(ADA, ms(NOW - 3 * HOUR), NOW) is False
+    await fresh.aclose()
+
+
+async def test_a_read_reaches_back_a_day_and_two_buckets_at_most(other: LatestCodes) -> None:
+    # A code lives at most a day: one issued 30 h ago reads the last 25 hours and the next one
+    await other.newer_sent(ADA, ms(NOW - 30 * HOUR), NOW)
+
+    assert sorted(other._readers) == [other.buckets.period(NOW + h * HOUR) for h in range(-24, 2)]
+
+
+async def test_a_code_issued_ahead_of_the_next_hour_reads_its_own_bucket(other: LatestCodes) -> None:
+    await other.newer_sent(ADA, ms(NOW + 3 * HOUR), NOW)
+
+    assert sorted(other._readers) == [other.buckets.period(NOW + 3 * HOUR)]
 
 
 async def test_a_code_sent_two_days_ago_is_not_read(database: AsyncDatabase[Document]) -> None:
@@ -154,32 +214,50 @@ async def test_a_code_sent_two_days_ago_is_not_read(database: AsyncDatabase[Docu
     await reader.aclose()
 
 
-async def test_prepare_creates_todays_bucket_and_drops_those_older_than_three_days(
+async def test_prepare_drops_the_records_of_codes_issued_more_than_26_hours_ago(
     database: AsyncDatabase[Document],
 ) -> None:
-    for days_ago in range(5):
-        writer = LatestCodes(database, clock=clock)
-        await writer.record_sent(ADA, T0_MS - days_ago, f"job-{days_ago}", NOW - days_ago * DAY)
+    # Given codes issued (and sent) 0 to 30 hours ago
+    ages = (0, 1, 24, 25, 26, 27, 30)
+    for hours in ages:
+        at = NOW - hours * HOUR
+        writer = LatestCodes(database, clock=clock_at(at))
+        await writer.record_sent(ADA, ms(at), f"job-{hours}", at)
         await writer.aclose()
 
-    codes = LatestCodes(database, clock=lambda: NOW + DAY)
-    dropped = await codes.prepare(NOW + DAY)
+    # When a worker starts
+    codes = LatestCodes(database, clock=clock)
+    dropped = await codes.prepare(NOW)
 
-    assert dropped == ["email_codes_20251228", "email_codes_20251229", "email_codes_20251230"]
-    assert list(await stored(database)) == [
-        "email_codes_20251231",
-        "email_codes_20260101",
-        "email_codes_20260102",
-    ]
+    # Then the 26 hourly buckets up to this one stay (the oldest a read reaches is 24 h
+    # before this hour's), and those before them go
+    name = {hours: codes.buckets.name(codes.buckets.period(NOW - hours * HOUR)) for hours in ages}
+    assert dropped == [name[30], name[27], name[26]]
+    assert list(await stored(database)) == [name[25], name[24], name[1], name[0]]
 
 
-async def test_a_new_day_drops_old_buckets_on_its_own(database: AsyncDatabase[Document]) -> None:
-    codes = LatestCodes(database, clock=lambda: NOW + 3 * DAY)
+async def test_a_code_issued_before_the_buckets_kept_is_not_recorded(
+    codes: LatestCodes, database: AsyncDatabase[Document]
+) -> None:
+    # (it has expired: no read reaches its bucket, which must not come back)
+    await codes.record_sent(ADA, ms(NOW - 26 * HOUR), "job-old", NOW)
+    await codes.record_sent(ADA, ms(NOW - 25 * HOUR), "job-older-kept", NOW)
+
+    assert list(await stored(database)) == ["email_codes_20251231T110000", BUCKET]
+    assert await codes.newer_sent(ADA, ms(NOW - 27 * HOUR), NOW) is True  # from the memo
+
+
+async def test_a_new_hour_drops_old_buckets_on_its_own(database: AsyncDatabase[Document]) -> None:
+    codes = LatestCodes(database, clock=lambda: NOW + 26 * HOUR)
     await codes.record_sent(ADA, T0_MS, "job-1", NOW)
-    await codes.record_sent(ADA, T0_MS + 3 * 86_400_000, "job-2", NOW + 3 * DAY)
+    await codes.record_sent(ADA, T0_MS + 25 * 3_600_000, "job-2", NOW + 25 * HOUR)
+    assert list(await stored(database)) == [BUCKET, "email_codes_20260102T130000"]
+
+    # When the hour turns: the bucket of 12:00 yesterday is 26 h back, out of every read
+    await codes.record_sent(ADA, T0_MS + 26 * 3_600_000, "job-3", NOW + 26 * HOUR)
     await codes.aclose()
 
-    assert list(await stored(database)) == ["email_codes_20260104"]
+    assert list(await stored(database)) == ["email_codes_20260102T130000", "email_codes_20260102T140000"]
 
 
 async def test_a_far_future_now_does_not_drop_buckets_still_in_use(database: AsyncDatabase[Document]) -> None:
@@ -188,7 +266,19 @@ async def test_a_far_future_now_does_not_drop_buckets_still_in_use(database: Asy
     await codes.prepare(NOW + 10 * DAY)
     await codes.aclose()
 
-    assert "email_codes_20260101" in await stored(database)
+    assert BUCKET in await stored(database)
+
+
+async def test_the_bucket_length_is_a_setting(database: AsyncDatabase[Document]) -> None:
+    codes = LatestCodes(database, bucket_s=86_400, clock=clock)
+    await codes.record_sent(ADA, T0_MS + 1_000, "job-new", NOW)
+    assert await codes.newer_sent(code_key("bob@example.com", "sign-in"), T0_MS, NOW) is False
+    await codes.aclose()
+
+    assert list(await stored(database)) == ["email_codes_20260101"]
+    assert [codes.buckets.name(p) for p in codes._readers] == ["email_codes_20260101", "email_codes_20260102"]
+    with pytest.raises(ValueError, match="divide a day"):
+        LatestCodes(database, bucket_s=7 * 3_600)
 
 
 async def test_recording_a_code_twice_is_fine(
@@ -200,7 +290,7 @@ async def test_recording_a_code_twice_is_fine(
     await asyncio.gather(*(other.record_sent(ADA, T0_MS + 1_000, "job-new", NOW) for _ in range(3)))
 
     # Then one document holds it, and it still supersedes older codes
-    assert len((await stored(database))["email_codes_20260101"]) == 1
+    assert len((await stored(database))[BUCKET]) == 1
     assert await other.newer_sent(ADA, T0_MS, NOW) is True
 
 
@@ -209,7 +299,7 @@ async def test_the_store_holds_no_code_and_no_address(
 ) -> None:
     await codes.record_sent(code_key("ada@example.com", "sign-in"), T0_MS, "job-1", NOW)
 
-    docs = (await stored(database))["email_codes_20260101"]
+    docs = (await stored(database))[BUCKET]
     assert docs == [{"_id": f"{ADA}:{T0_MS}:job-1", "key": ADA, "issued_at_ms": T0_MS}]
     assert "ada" not in repr(docs)
 
@@ -274,6 +364,8 @@ async def test_the_memo_is_bounded(database: AsyncDatabase[Document]) -> None:
 async def test_the_benchmark_runs() -> None:
     results = await supersession_shape.main(supersession_shape.parse(["--smoke"]))
 
-    # One find per bucket for each batch, and calls done at both rates, without errors
+    # One find per bucket read (this hour's and the next) for each batch of first deliveries,
+    # retries reading more, and calls done at every rate, without errors
     assert [r.finds_per_batch for r in results] == [{1: 2, 50: 2}]
-    assert all(r.newer_sent.calls and r.record_sent.calls and not r.errors for r in results)
+    assert all(r.first.calls and r.retry.calls and r.record_sent.calls and not r.errors for r in results)
+    assert all(3 <= r.retry_buckets <= 22 for r in results)
