@@ -751,6 +751,7 @@ def worker_env(
         "EMAIL_FROM": EMAIL_FROM,
         "PRODUCT_NAME": PRODUCT_NAME,
         "LOG_LEVEL": "INFO",
+        "HTTP_PORT": "0",
     }
     if scenario.batch_max:
         env["RESEND_BATCH_MAX"] = str(scenario.batch_max)

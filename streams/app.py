@@ -9,7 +9,6 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from faststream import FastStream
 
 from streams import __version__
 from streams.admin import ensure_topics
@@ -17,16 +16,21 @@ from streams.ads import build_ads_router
 from streams.broker import build_broker
 from streams.docs import WorkerAsyncAPI
 from streams.email import build_email_router, email_lanes
+from streams.events import build_events_router
 from streams.notifiers import build_email_notifier_router
 from streams.prose import prose
+from streams.retention import topic_configs
 from streams.retry.routing import FailureRouter
 from streams.retry.scheduler import MAX_POLL_RECORDS, RetryScheduler
 from streams.security import client_kwargs
+from streams.server import WorkerApp
 from streams.services import Services, build_services
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, SettingsError, get_settings
 from streams.shares import TopicShares
 from streams.startup import fail_start
 from streams.topics import TopicNames
+from streams.webhooks import PATH as WEBHOOK_PATH
+from streams.webhooks import resend_webhook
 
 log = logging.getLogger("worker")
 
@@ -43,9 +47,10 @@ Retry-After); permanent failures and undecodable messages go to `<topic>.dlq` wi
 original bytes and a reason header.""")
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastStream:
+def create_app(settings: Settings, services: Services | None = None) -> WorkerApp:
     """The worker for `settings`. `services` replaces the real processors (tests)."""
     topics = TopicNames.with_prefix(settings.kafka.topic_prefix)
+    configs = topic_configs(topics, settings)
     if services is None:
         services = build_services(settings, ad_dlq=topics.ad_jobs.dlq)
     broker = build_broker(settings.kafka)
@@ -73,9 +78,19 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
     ]
     for item in consumed:
         broker.include_router(item.router)
-    app = FastStream(
+    events = build_events_router(settings, topics, services.delivery_events, services.suppressions)
+    broker.include_router(events.router)
+    secret = settings.resend.webhook_secret
+    try:
+        webhook = resend_webhook(None if secret is None else secret.get_secret_value(), events.publish)
+    except ValueError as error:
+        raise SettingsError(f"invalid configuration: RESEND_WEBHOOK_SECRET: {error}") from None
+    app = WorkerApp(
         broker,
+        asgi_routes=[(WEBHOOK_PATH, webhook)],
         specification=WorkerAsyncAPI(title="Kafka job worker", version=__version__, description=DESCRIPTION),
+        http_host=settings.worker.http_host,
+        http_port=settings.worker.http_port,
     )
     targets = {item.route.topics.retry: item.redeliver for item in consumed}
     running: list[RetryScheduler] = []
@@ -93,6 +108,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastStre
                     topics.all,
                     partitions=settings.kafka.topic_partitions,
                     replication_factor=settings.kafka.replication_factor,
+                    configs=configs,
                     client_options=client_kwargs(settings.kafka),
                 )
             except KafkaError as error:
@@ -152,11 +168,11 @@ async def _beat(path: Path) -> None:
 
 
 @functools.cache
-def _app_from_environment() -> FastStream:
+def _app_from_environment() -> WorkerApp:
     return create_app(get_settings())
 
 
-def __getattr__(name: str) -> FastStream:
+def __getattr__(name: str) -> WorkerApp:
     """`streams.app:app`, built from the environment on first use, not at import."""
     if name == "app":
         return _app_from_environment()

@@ -6,6 +6,9 @@ python -m streams.cli verify-link --to ada@example.com --url https://app.example
 python -m streams.cli dlq list
 python -m streams.cli dlq show 0:12
 python -m streams.cli dlq replay --reason attempts-exhausted --dry-run
+python -m streams.cli job show otp-42
+python -m streams.cli erase --email ada@example.com
+python -m streams.cli suppressions list | add ADDRESS [--reason manual] | remove ADDRESS
 """
 
 from __future__ import annotations
@@ -14,28 +17,45 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from live.links import token_url
 from processors.ads.jobs import AdJob, Notify, Product
 from processors.ads.platforms import Platform
 from processors.decoding import describe_validation_error
+from processors.email.delivery_events import DeliveryEvents
 from processors.email.jobs import SendOtpJob, VerificationLinkJob, WelcomeEmailJob
+from processors.email.ledger import DeliveryLedger
+from processors.email.status import job_status
+from processors.email.suppressions import CLI_SOURCE, SuppressionReason, Suppressions
+from processors.email.suppressions import COLLECTION as SUPPRESSIONS
+from processors.erasure import Erased, Eraser
+from processors.errors import JobError
+from streams.admin import describe_topic_configs
 from streams.dlq import DeadLetterRecord, Filter, read_dead_letters, replay, summarize
 from streams.producer import new_job_id, publish_ad_job, publish_email_job
+from streams.retention import DESCRIBED_KEYS, Retention
 from streams.security import client_kwargs
 from streams.settings import Settings, SettingsError, get_settings
 from streams.topics import TopicNames
 
 REDACTED_FIELDS = ("code", "verification_url")
+LEDGER_KEPT = "two to three days"
 
 
 def _parser(topics: TopicNames) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m streams.cli", description="Publish jobs; manage dead letters."
+        prog="python -m streams.cli",
+        description="Publish jobs; manage dead letters and suppressions; erase an address.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -95,6 +115,29 @@ def _parser(topics: TopicNames) -> argparse.ArgumentParser:
             sub.add_argument("--until", type=datetime.fromisoformat, help="failed before (ISO 8601)")
         if name == "replay":
             sub.add_argument("--dry-run", action="store_true", help="print what would be replayed")
+
+    job = commands.add_parser("job", help="what happened to an email job")
+    job_commands = job.add_subparsers(dest="job_command", required=True)
+    show = job_commands.add_parser(
+        "show", help="its ledger entry: attempts, errors, Resend's id and delivery events"
+    )
+    show.add_argument("job_id")
+
+    erase = commands.add_parser(
+        "erase", help="delete an address from the store; say what Kafka still holds, and until when"
+    )
+    erase.add_argument("--email", required=True, help="the address to erase")
+
+    suppressions = commands.add_parser("suppressions", help="list, add or remove suppressed addresses")
+    suppression_commands = suppressions.add_subparsers(dest="suppressions_command", required=True)
+    suppression_commands.add_parser("list", help="every suppressed address, oldest first")
+    add = suppression_commands.add_parser("add", help="send no more email to an address")
+    add.add_argument("address")
+    add.add_argument(
+        "--reason", default=SuppressionReason.MANUAL.value, choices=[r.value for r in SuppressionReason]
+    )
+    remove = suppression_commands.add_parser("remove", help="send email to an address again")
+    remove.add_argument("address")
     return parser
 
 
@@ -163,6 +206,132 @@ def _print_one(letter: DeadLetterRecord, *, raw: bool) -> None:
     print(_redacted(letter.record.value, raw))
 
 
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.store.url.get_secret_value(),
+        serverSelectionTimeoutMS=settings.store.timeout_ms,
+        tz_aware=True,
+    )
+    try:
+        yield client[settings.store.database]
+    finally:
+        await client.close()
+
+
+def _store_failed(error: Exception) -> int:
+    # The type only: a driver message may quote the URL, credentials included.
+    reason = error.message if isinstance(error, JobError) else type(error).__name__
+    print(f"cannot reach the store at MONGODB_URL: {reason}", file=sys.stderr)
+    return 1
+
+
+async def _suppressions(args: argparse.Namespace, settings: Settings) -> int:
+    refresh_s = settings.email.suppression_refresh_s
+    async with _store(settings) as database:
+        suppressions = Suppressions(database[SUPPRESSIONS], refresh_s=refresh_s)
+        try:
+            if args.suppressions_command == "list":
+                entries = await suppressions.entries()
+                print(f"{len(entries)} suppressed addresses")
+                for entry in entries:
+                    when = f"{entry.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+                    print(f"{entry.address}  {entry.reason.value:<10} {when}  {entry.source}")
+            elif args.suppressions_command == "add":
+                now = datetime.now(UTC)
+                added = await suppressions.add(args.address, reason=args.reason, source=CLI_SOURCE, now=now)
+                print(
+                    f"{args.address}: suppressed; workers stop sending to it within {refresh_s:g} s"
+                    if added
+                    else f"{args.address}: already suppressed"
+                )
+            elif await suppressions.remove(args.address):
+                print(f"{args.address}: removed; workers send to it again within {refresh_s:g} s")
+            else:
+                print(f"{args.address}: was not suppressed")
+        except ValueError as error:
+            print(f"{args.address}: {error}", file=sys.stderr)
+            return 2
+        except (PyMongoError, JobError) as error:
+            return _store_failed(error)
+    return 0
+
+
+async def _job(args: argparse.Namespace, settings: Settings) -> int:
+    async with _store(settings) as database:
+        ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email.send_lease_s)
+        try:
+            status = await job_status(ledger, DeliveryEvents(database), args.job_id)
+        except (PyMongoError, JobError) as error:
+            return _store_failed(error)
+        finally:
+            await ledger.aclose()
+    if status is None:
+        print(f"no email job {args.job_id} in the ledger (kept {LEDGER_KEPT})", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2, default=str, sort_keys=True))
+    return 0
+
+
+async def _erase(args: argparse.Namespace, settings: Settings, topics: TopicNames) -> int:
+    async with _store(settings) as database:
+        suppressions = Suppressions(database[SUPPRESSIONS], refresh_s=settings.email.suppression_refresh_s)
+        eraser = Eraser(database, suppressions=suppressions, events=DeliveryEvents(database))
+        try:
+            erased = await eraser.erase(args.email)
+        except ValueError as error:
+            print(f"{args.email}: {error}", file=sys.stderr)
+            return 2
+        except (PyMongoError, JobError) as error:
+            return _store_failed(error)
+    _print_erased(args.email, erased)
+    return await _print_kafka_retention(settings, topics, now=datetime.now(UTC))
+
+
+async def _print_kafka_retention(settings: Settings, topics: TopicNames, *, now: datetime) -> int:
+    try:
+        configs = await describe_topic_configs(
+            settings.kafka.bootstrap_servers,
+            topics.all,
+            DESCRIBED_KEYS,
+            client_options=client_kwargs(settings.kafka),
+        )
+    except KafkaError as error:
+        print(f"cannot read the topics' retention from Kafka: {type(error).__name__}", file=sys.stderr)
+        return 1
+    print("\nKafka can't delete single records. What these topics hold about the address is kept:")
+    width = max(map(len, topics.all))
+    for topic in topics.all:
+        if topic not in configs:
+            print(f"  {topic:<{width}}  (no such topic)")
+            continue
+        retention = Retention.from_configs(topic, configs[topic])
+        until = retention.kept_until(now)
+        if until is None or retention.retention_ms is None:
+            print(f"  {topic:<{width}}  never: no deletion by age; delete the topic to remove them")
+            continue
+        span = f"retention {_hours(retention.retention_ms)} + segment {_hours(retention.segment_ms)}"
+        print(f"  {topic:<{width}}  until at most {until:%Y-%m-%d %H:%M}Z  ({span})")
+    print(
+        "Jobs to this address still queued or retrying may write new records, and send email "
+        "again: run erase again once they are done. Resend keeps its own logs of sent email."
+    )
+    return 0
+
+
+def _hours(ms: int) -> str:
+    return f"{ms / 3_600_000:g} h"
+
+
+def _print_erased(address: str, erased: Erased) -> None:
+    print(
+        f"erased {address}: {erased.total} documents, of {len(erased.email_jobs)} email jobs "
+        f"and {len(erased.ad_jobs)} ad jobs"
+    )
+    for collection, count in erased.deleted.items():
+        print(f"  {count:6d}  {collection}")
+
+
 async def _main(argv: Sequence[str] | None, settings: Settings) -> int:
     topics = TopicNames.with_prefix(settings.kafka.topic_prefix)
     args = _parser(topics).parse_args(argv)
@@ -171,6 +340,12 @@ async def _main(argv: Sequence[str] | None, settings: Settings) -> int:
     options = client_kwargs(settings.kafka)
     if args.command == "dlq":
         return await _dlq(args, settings, topics)
+    if args.command == "erase":
+        return await _erase(args, settings, topics)
+    if args.command == "job":
+        return await _job(args, settings)
+    if args.command == "suppressions":
+        return await _suppressions(args, settings)
     if args.command == "ws-token":
         secret = settings.live.token_secret
         if secret is None:

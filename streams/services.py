@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo import AsyncMongoClient
@@ -21,11 +21,15 @@ from processors.ads.jobs import AdJob, AdResult
 from processors.ads.prompt import AdPrompt
 from processors.email import DeliveryLedger, EmailRenderer, EmailService, OutboxSender, ResendSender
 from processors.email.budget import SlotBudget
+from processors.email.delivery_events import DeliveryEvents
 from processors.email.jobs import EmailJobModel
 from processors.email.outbound import Outbound
 from processors.email.senders import EmailSender
 from processors.email.supersession import LatestCodes
+from processors.email.suppressions import COLLECTION as SUPPRESSIONS
+from processors.email.suppressions import Suppressions
 from processors.errors import JobError
+from processors.retention import Purger
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -53,8 +57,11 @@ class Services:
     start: Callable[[], Awaitable[None]] = _nothing
     close: Callable[[], Awaitable[None]] = _nothing
     email_partitions: Callable[[Collection[int], int], None] | None = None
-    """Told the `email-jobs` partitions this process owns (of how many) at each rebalance:
-    the provider's rate budget is shared out by them."""
+    """Told the email partitions this process owns (of how many) at each rebalance: the
+    provider's rate budget is shared out by them."""
+    delivery_events: DeliveryEvents | None = None
+    """Where Resend's delivery events are recorded; None: they are only published."""
+    suppressions: Suppressions | None = None
 
 
 def build_sender(settings: Settings) -> EmailSender:
@@ -107,6 +114,7 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
     database = mongo[settings.store.database]
     ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email.send_lease_s)
     store = AdStore(database["ads"])
+    purger = Purger([store.purge], retention=timedelta(days=settings.email.ledger_retention_days))
     generator = build_generator(settings, ad_dlq)
     try:
         ads = AdService(store, generator, lease_s=settings.ads.lease_s)
@@ -117,6 +125,8 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
     budget = SlotBudget(settings.resend.rate_limit_per_s) if isinstance(sender, ResendSender) else None
     outbound = Outbound(sender, budget=budget, ledger=ledger, max_batch=settings.resend.batch_max)
     codes = LatestCodes(database)
+    suppressions = Suppressions(database[SUPPRESSIONS], refresh_s=settings.email.suppression_refresh_s)
+    delivery_events = DeliveryEvents(database, retention_days=settings.email.ledger_retention_days)
     email = EmailService(
         renderer=EmailRenderer(settings.worker.templates_dir, product_name=settings.email.product_name),
         sender=sender,
@@ -124,6 +134,7 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
         email_from=settings.email.sender,
         outbound=outbound,
         codes=codes,
+        suppressions=suppressions,
     )
 
     async def start() -> None:
@@ -131,13 +142,17 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
             await mongo.admin.command("ping")
             await ledger.ensure_indexes()
             await codes.prepare(datetime.now(UTC))
+            await delivery_events.prepare(datetime.now(UTC))
+            await suppressions.refresh()
             await store.ensure_indexes()
+            purger.start()
         except (PyMongoError, JobError) as error:
             # The type only: a driver message may quote the URL, credentials included.
             reason = error.message if isinstance(error, JobError) else type(error).__name__
             raise SystemExit(f"cannot reach the store at MONGODB_URL: {reason}") from None
 
     async def close() -> None:
+        await purger.close()
         await outbound.close()
         await sender.close()
         log.info("email jobs by outcome: %s", dict(email.counts) or "none")
@@ -145,6 +160,7 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
             await generator.aclose()
         await ledger.aclose()
         await codes.aclose()
+        await delivery_events.aclose()
         await store.aclose()
         await mongo.close()
 
@@ -154,4 +170,6 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
         start=start,
         close=close,
         email_partitions=None if budget is None else budget.assign,
+        delivery_events=delivery_events,
+        suppressions=suppressions,
     )

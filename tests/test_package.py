@@ -62,7 +62,7 @@ def outside_env(**extra: str) -> dict[str, str]:
     """This process's environment, minus anything that would point Python at the repository."""
     drop = ("PYTHON", "VIRTUAL_ENV", "OPENAI_", "RESEND_", "KAFKA_", "MONGODB_", "TEMPLATES_DIR")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, "PYTHONUNBUFFERED": "1", "HTTP_PORT": "0", **extra}
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,10 @@ again, and a job another worker is generating right now (a live lease) is left a
 Two parts, both written with inserts only (FerretDB v1 scans a collection for every read
 or update, never for an insert):
 
-- `ads`: one document per succeeded job (`_id` = job_id), inserted once and kept: the
-  request, `status: succeeded`, variants, model, token usage, attempts, history and
-  timings. The first copy stored stays.
+- `ads`: one document per succeeded job (`_id` = job_id), inserted once and kept until
+  `purge` deletes it (`LEDGER_RETENTION_DAYS` after `completed_at`): the request, `status:
+  succeeded`, variants, model, token usage, attempts, history and timings. The first copy
+  stored stays.
 - `ads_claims_<YYYYMMDD>`: the claims, releases and completions of the jobs, in daily
   buckets dropped after two days. A redelivered job is answered from them without a
   model call for at least a day after its last claim.
@@ -154,6 +155,18 @@ class AdStore:
     ) -> None:
         """A transient failure: give up the lease so the retry can claim the job at once."""
         await self._release(job_id, Status.RETRYING, reason, error_class, now)
+
+    async def purge(self, older_than: datetime) -> int:
+        """Delete the copies of jobs completed before `older_than`; how many were deleted.
+
+        The store has no TTL index (FerretDB v1), so a periodic task calls this
+        (`processors.retention.Purger`). One `delete_many` on `completed_at`, which every
+        stored copy has; on FerretDB it scans `ads` once.
+        """
+        result = await guard_store(
+            lambda: self._collection.delete_many({"completed_at": {"$lt": older_than}})
+        )
+        return result.deleted_count
 
     async def aclose(self) -> None:
         """Wait for the bulk writes still running (call before closing the store client)."""

@@ -23,14 +23,24 @@ For benchmarks it also keeps each request's arrival time (before its latency), a
 make requests hang — scripted per idempotency key, or at random with a probability
 (optionally for batch calls only) — for a set time, after which they are answered as
 usual (a client that timed out has gone by then; its retry meets the idempotency replay).
+
+Webhooks: after `configure_webhooks(url, secret)`, every email accepted is followed by
+Svix-signed events in Resend's shape, POSTed from a background thread (never holding up
+the send's answer), in order: `email.sent` then `email.delivered`; for an address set
+with `bounce_address` `email.sent` then `email.bounced`; for `complain_address`
+`email.sent`, `email.delivered`, `email.complained`. Each POST is recorded in
+`webhooks_sent` with the status answered. `send_event`, `send_forged_event` and
+`replay_event` post one event directly, for tests of the receiving end.
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
 import contextlib
 import json
 import math
+import queue
 import random
 import re
 import threading
@@ -38,8 +48,12 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from typing import Any
+
+import httpx
+from svix.webhooks import Webhook
 
 from tests.fakes.http import FakeHandler
 
@@ -110,6 +124,33 @@ class Delivery:
 
 
 @dataclass
+class WebhookSent:
+    """One webhook POST the fake made, and what the receiver answered (None: no answer)."""
+
+    event_id: str
+    type: str
+    email_id: str | None
+    to: list[str]
+    body: bytes
+    headers: dict[str, str]
+    status: int | None
+    at_s: float
+    attempt: int = 1
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = json.loads(self.body)
+        return payload
+
+
+@dataclass(frozen=True)
+class _Bounce:
+    type: str
+    sub_type: str
+    message: str
+
+
+@dataclass
 class _Answer:
     """What a key was first answered, replayed for a repeat with the same payload."""
 
@@ -136,6 +177,12 @@ class _State:
     rate_limit_per_s: int | None = None
     accepted_arrivals_s: list[float] = field(default_factory=list)  # in arrival order
     rejected: dict[str, str] = field(default_factory=dict)  # lower-cased address -> message
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_retry_delays_s: tuple[float, ...] = ()
+    bounces: dict[str, _Bounce] = field(default_factory=dict)  # lower-cased address -> bounce
+    complaints: set[str] = field(default_factory=set)  # lower-cased addresses
+    webhooks_sent: list[WebhookSent] = field(default_factory=list)
 
 
 class _Server(ThreadingHTTPServer):
@@ -258,6 +305,8 @@ class FakeResend:
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._webhooks: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self._webhook_thread: threading.Thread | None = None
 
     # --- the decisions (called with the state lock held, except `_admit`) ---
 
@@ -360,6 +409,8 @@ class FakeResend:
             str(uuid.uuid4()), key, entry, time.time(), arrived_s=arrived_s, path=path, batch_index=index
         )
         self.state.deliveries.append(delivery)
+        if self.state.webhook_url is not None:
+            self._webhooks.put(delivery)
         return delivery
 
     def _decide_single(
@@ -428,6 +479,9 @@ class FakeResend:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self._webhook_thread is not None:
+            self._webhooks.put(None)
+            self._webhook_thread.join(timeout=10)
 
     def script(self, idempotency_key: str, *replies: Reply) -> None:
         """The next requests with this key get these replies, in order; then success."""
@@ -514,3 +568,179 @@ class FakeResend:
     def count_by_status(self) -> dict[int, int]:
         """How many requests were answered with each HTTP status (404s for other paths aside)."""
         return dict(Counter(request.status for request in self.requests))
+
+    # --- webhooks ---
+
+    def configure_webhooks(self, url: str, secret: str, *, retry_delays_s: tuple[float, ...] = ()) -> None:
+        """POST Svix-signed events for every email accepted from now on to `url`.
+
+        An answer other than 2xx (or none) is tried again after each of `retry_delays_s`,
+        with the same `svix-id` and a new timestamp, as Svix does; by default, never.
+        """
+        with self.state.lock:
+            self.state.webhook_url = url
+            self.state.webhook_secret = secret
+            self.state.webhook_retry_delays_s = tuple(retry_delays_s)
+            if self._webhook_thread is None:
+                self._webhook_thread = threading.Thread(target=self._post_webhooks, daemon=True)
+                self._webhook_thread.start()
+
+    def bounce_address(
+        self,
+        address: str,
+        type: str = "Permanent",
+        *,
+        sub_type: str = "General",
+        message: str = "The recipient's mail server permanently rejected the email.",
+    ) -> None:
+        """Emails to this address are accepted, then reported `email.bounced` with this bounce."""
+        with self.state.lock:
+            self.state.bounces[_bare(address).lower()] = _Bounce(type, sub_type, message)
+
+    def complain_address(self, address: str) -> None:
+        """Emails to this address are reported delivered, then `email.complained`."""
+        with self.state.lock:
+            self.state.complaints.add(_bare(address).lower())
+
+    @property
+    def webhooks_sent(self) -> list[WebhookSent]:
+        with self.state.lock:
+            return list(self.state.webhooks_sent)
+
+    def send_event(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        timestamp_s: float | None = None,
+        secret: str | None = None,
+    ) -> WebhookSent:
+        """POST one event now (blocking), signed with `secret` (default: the configured one)."""
+        url, configured = self._webhook_target()
+        body = json.dumps(_event_payload(event_type, data)).encode()
+        headers = _signed_headers(
+            secret or configured, event_id or _new_event_id(), timestamp_s or time.time(), body
+        )
+        return self._post(url, event_type, data, body, headers)
+
+    def send_forged_event(self, event_type: str, data: dict[str, Any]) -> WebhookSent:
+        """POST one event signed with a secret that is not the configured one."""
+        return self.send_event(event_type, data, secret=new_webhook_secret())
+
+    def replay_event(self, sent: WebhookSent) -> WebhookSent:
+        """POST exactly the same request again: body, `svix-id`, timestamp and signature."""
+        url, _ = self._webhook_target()
+        data: dict[str, Any] = sent.payload.get("data") or {}
+        return self._post(url, sent.type, data, sent.body, dict(sent.headers))
+
+    def _webhook_target(self) -> tuple[str, str]:
+        with self.state.lock:
+            url, secret = self.state.webhook_url, self.state.webhook_secret
+        if url is None or secret is None:
+            raise RuntimeError("call configure_webhooks(url, secret) first")
+        return url, secret
+
+    def _post(
+        self,
+        url: str,
+        event_type: str,
+        data: dict[str, Any],
+        body: bytes,
+        headers: dict[str, str],
+        attempt: int = 1,
+    ) -> WebhookSent:
+        try:
+            with httpx.Client(timeout=10) as client:
+                status: int | None = client.post(url, content=body, headers=headers).status_code
+        except httpx.HTTPError:
+            status = None
+        sent = WebhookSent(
+            event_id=headers["svix-id"],
+            type=event_type,
+            email_id=data.get("email_id"),
+            to=list(data.get("to") or []),
+            body=body,
+            headers=headers,
+            status=status,
+            at_s=time.time(),
+            attempt=attempt,
+        )
+        with self.state.lock:
+            self.state.webhooks_sent.append(sent)
+        return sent
+
+    def _post_webhooks(self) -> None:
+        """The background sender: each accepted email's events, in order, one at a time."""
+        while (delivery := self._webhooks.get()) is not None:
+            with self.state.lock:
+                url, secret = self.state.webhook_url, self.state.webhook_secret
+                delays_s = self.state.webhook_retry_delays_s
+                recipients = [_bare(a).lower() for a in _recipients(delivery.body)]
+                bounce = next((self.state.bounces[a] for a in recipients if a in self.state.bounces), None)
+                complained = any(a in self.state.complaints for a in recipients)
+            if url is None or secret is None:
+                continue
+            for event_type, data in _events_for(delivery, bounce, complained):
+                body = json.dumps(_event_payload(event_type, data)).encode()
+                event_id = _new_event_id()
+                for attempt, delay_s in enumerate((0.0, *delays_s), start=1):
+                    time.sleep(delay_s)
+                    headers = _signed_headers(secret, event_id, time.time(), body)
+                    sent = self._post(url, event_type, data, body, headers, attempt)
+                    if sent.status is not None and 200 <= sent.status < 300:
+                        break
+
+
+def new_webhook_secret() -> str:
+    """A random signing secret in Resend's (Svix's) form, `whsec_<base64>`."""
+    return "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
+
+
+def _new_event_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def _iso(at_s: float) -> str:
+    return datetime.fromtimestamp(at_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_payload(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": event_type, "created_at": _iso(time.time()), "data": data}
+
+
+def _signed_headers(secret: str, event_id: str, timestamp_s: float, body: bytes) -> dict[str, str]:
+    at = datetime.fromtimestamp(int(timestamp_s), UTC)
+    return {
+        "content-type": "application/json",
+        "svix-id": event_id,
+        "svix-timestamp": str(int(timestamp_s)),
+        "svix-signature": Webhook(secret).sign(event_id, at, body.decode()),
+    }
+
+
+def _events_for(
+    delivery: Delivery, bounce: _Bounce | None, complained: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events Resend would send about one accepted email, in order, with their `data`."""
+    entry = delivery.body
+    data: dict[str, Any] = {
+        "created_at": _iso(delivery.at_s),
+        "email_id": delivery.email_id,
+        "from": entry.get("from"),
+        "to": _recipients(entry),
+        "subject": entry.get("subject"),
+    }
+    tags = entry.get("tags")
+    if isinstance(tags, list):
+        data["tags"] = {t["name"]: t["value"] for t in tags if isinstance(t, dict) and "name" in t}
+    if bounce is not None:
+        bounced = {
+            **data,
+            "bounce": {"type": bounce.type, "subType": bounce.sub_type, "message": bounce.message},
+        }
+        return [("email.sent", data), ("email.bounced", bounced)]
+    events = [("email.sent", data), ("email.delivered", data)]
+    if complained:
+        events.append(("email.complained", data))
+    return events

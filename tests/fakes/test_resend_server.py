@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import pytest
 import resend
+import uvicorn
 from resend.exceptions import ResendError
 from resend.http_client_httpx import HTTPXClient
 
-from tests.fakes.resend_server import BATCH_PATH, EMAILS_PATH, FakeResend, Reply
+from processors.email.events import DeliveryEvent, EventKind
+from streams.webhooks import PATH as WEBHOOK_PATH
+from streams.webhooks import resend_webhook
+from tests.fakes.resend_server import BATCH_PATH, EMAILS_PATH, FakeResend, Reply, new_webhook_secret
 from tests.polling import eventually
 
 SENDER = "Acme <no-reply@example.com>"
@@ -271,3 +277,159 @@ async def test_a_hung_batch_is_decided_after_its_retry_and_replays(
     assert [r.status for r in sdk.requests] == [200, 200]
     assert [r.hung_s for r in sdk.requests] == [0.0, 1.0]
     assert [d.email_id for d in sdk.deliveries] == [item["id"] for item in retry["data"]]
+
+
+# --- webhooks (received by the worker's own endpoint, served by uvicorn in this loop) ---
+
+
+class Receiver:
+    """`streams.webhooks` served on a free port; what it published, as events."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.events: list[DeliveryEvent] = []
+        self.fail_next = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}{WEBHOOK_PATH}"
+        app = resend_webhook(secret, self._publish)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
+
+    async def _publish(self, value: bytes, key: bytes | None) -> None:
+        await self.gate.wait()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("broker down")
+        self.events.append(DeliveryEvent.from_message(value))
+
+
+@pytest.fixture
+async def receiver(sdk: FakeResend) -> AsyncIterator[Receiver]:
+    received = Receiver(new_webhook_secret())
+    serving = asyncio.create_task(received.server.serve(sockets=[received._socket]))
+    await eventually(lambda: received.server.started, timeout_s=5, what="the webhook endpoint to start")
+    sdk.configure_webhooks(received.url, received.secret)
+    yield received
+    received.server.should_exit = True
+    await serving
+    received._socket.close()
+
+
+def sent_types(fake: FakeResend) -> list[tuple[str, int | None]]:
+    return [(sent.type, sent.status) for sent in fake.webhooks_sent]
+
+
+async def test_an_accepted_email_is_followed_by_signed_sent_and_delivered_events(
+    sdk: FakeResend, receiver: Receiver
+) -> None:
+    response = await send(email("ada@example.com"), "wh-1")
+
+    await eventually(lambda: len(sdk.webhooks_sent) == 2, timeout_s=5, what="2 events answered")
+    assert sent_types(sdk) == [("email.sent", 200), ("email.delivered", 200)]
+    assert [(e.kind, e.email_id, e.recipients) for e in receiver.events] == [
+        (EventKind.SENT, response["id"], ("ada@example.com",)),
+        (EventKind.DELIVERED, response["id"], ("ada@example.com",)),
+    ]
+    # Resend's shape
+    payload = sdk.webhooks_sent[1].payload
+    assert set(payload) == {"type", "created_at", "data"}
+    assert set(payload["data"]) == {"created_at", "email_id", "from", "to", "subject"}
+    assert len({sent.event_id for sent in sdk.webhooks_sent}) == 2
+
+
+async def test_a_bounced_address_gets_a_permanent_bounce(sdk: FakeResend, receiver: Receiver) -> None:
+    sdk.bounce_address("Gone@Example.com")
+    await send(email("gone@example.com"), "wh-bounce")
+
+    await eventually(lambda: len(sdk.webhooks_sent) == 2, timeout_s=5, what="2 events answered")
+    assert sent_types(sdk) == [("email.sent", 200), ("email.bounced", 200)]
+    bounce = receiver.events[1]
+    assert (bounce.kind, bounce.bounce_type, bounce.bounce_subtype) == (
+        EventKind.BOUNCED,
+        "Permanent",
+        "General",
+    )
+    assert bounce.suppresses
+
+
+async def test_a_soft_bounce_can_be_scripted_too(sdk: FakeResend, receiver: Receiver) -> None:
+    sdk.bounce_address("full@example.com", "Transient", sub_type="MailboxFull")
+    await send(email("full@example.com"), "wh-soft")
+    await eventually(lambda: len(sdk.webhooks_sent) == 2, timeout_s=5, what="2 events answered")
+    assert not receiver.events[1].suppresses
+
+
+async def test_a_complaining_address_gets_delivered_then_complained(
+    sdk: FakeResend, receiver: Receiver
+) -> None:
+    sdk.complain_address("grumpy@example.com")
+    await send(email("grumpy@example.com"), "wh-complaint")
+
+    await eventually(lambda: len(sdk.webhooks_sent) == 3, timeout_s=5, what="3 events answered")
+    assert [e.kind for e in receiver.events] == [EventKind.SENT, EventKind.DELIVERED, EventKind.COMPLAINED]
+    assert receiver.events[2].suppresses
+
+
+async def test_each_email_of_a_batch_gets_its_events(sdk: FakeResend, receiver: Receiver) -> None:
+    sdk.bounce_address("gone@example.com")
+    result = await send_batch([email("ada@example.com"), email("gone@example.com")], "wh-batch")
+
+    await eventually(lambda: len(sdk.webhooks_sent) == 4, timeout_s=5, what="4 events answered")
+    by_email = {(e.email_id, e.kind) for e in receiver.events}
+    ada, gone = (item["id"] for item in result["data"])
+    assert by_email == {
+        (ada, EventKind.SENT),
+        (ada, EventKind.DELIVERED),
+        (gone, EventKind.SENT),
+        (gone, EventKind.BOUNCED),
+    }
+
+
+async def test_webhooks_never_hold_up_the_send(sdk: FakeResend, receiver: Receiver) -> None:
+    # Given an endpoint that does not answer until released
+    receiver.gate.clear()
+
+    # When an email is sent, the send is answered while its first event is still unanswered
+    await send(email("ada@example.com"), "wh-slow")
+    assert sdk.webhooks_sent == []
+
+    receiver.gate.set()
+    await eventually(lambda: len(sdk.webhooks_sent) == 2, timeout_s=5, what="the events answered")
+
+
+async def test_an_event_answered_503_is_retried_with_the_same_id(sdk: FakeResend, receiver: Receiver) -> None:
+    sdk.configure_webhooks(receiver.url, receiver.secret, retry_delays_s=(0.05,))
+    receiver.fail_next = 1
+    await send(email("ada@example.com"), "wh-retry")
+
+    await eventually(lambda: len(sdk.webhooks_sent) == 3, timeout_s=5, what="3 posts answered")
+    sent = sdk.webhooks_sent
+    assert [(s.type, s.status, s.attempt) for s in sent] == [
+        ("email.sent", 503, 1),
+        ("email.sent", 200, 2),
+        ("email.delivered", 200, 1),
+    ]
+    assert sent[0].event_id == sent[1].event_id
+
+
+async def test_a_forged_event_is_refused_and_a_replay_is_a_duplicate(
+    sdk: FakeResend, receiver: Receiver
+) -> None:
+    data = {"email_id": "e-1", "to": ["ada@example.com"], "from": SENDER, "subject": "Hi"}
+
+    forged = await asyncio.to_thread(sdk.send_forged_event, "email.complained", data)
+    genuine = await asyncio.to_thread(sdk.send_event, "email.delivered", data)
+    replayed = await asyncio.to_thread(sdk.replay_event, genuine)
+
+    assert (forged.status, genuine.status, replayed.status) == (401, 200, 200)
+    assert replayed.event_id == genuine.event_id
+    assert replayed.body == genuine.body
+    assert [(e.kind, e.email_id) for e in receiver.events] == [(EventKind.DELIVERED, "e-1")]
+
+
+def test_no_webhooks_are_sent_until_configured(fake_resend: FakeResend) -> None:
+    with pytest.raises(RuntimeError, match="configure_webhooks"):
+        fake_resend.send_event("email.delivered", {})
+    assert fake_resend.webhooks_sent == []

@@ -71,7 +71,7 @@ def test_a_wrong_password_ends_the_start_with_one_clear_line_and_no_secret(
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("faststream")), "run", "streams.app:app"],
         cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        env={**env, "PYTHONPATH": str(REPO_ROOT), "HTTP_PORT": "0"},
         capture_output=True,
         text=True,
         timeout=60,

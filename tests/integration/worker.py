@@ -27,7 +27,8 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [str(faststream), "run", "streams.app:app"],
             cwd=REPO_ROOT,
-            env={**os.environ, **self.env},
+            # Any free port for the HTTP server, unless the test picks one: workers run side by side.
+            env={**os.environ, "HTTP_PORT": "0", **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from processors.ads.jobs import AdJob, AdResult
 from processors.email.jobs import EmailJobModel
 from streams.app import create_app
+from streams.server import WorkerApp
 from streams.services import Services
 from streams.settings import KafkaSettings, Settings
 from streams.topics import TopicNames
@@ -53,7 +53,7 @@ class Collected:
 
 @dataclass
 class AppUnderTest:
-    app: FastStream
+    app: WorkerApp
     topics: TopicNames
     email: RecordingEmail
     ads: RecordingAds
