@@ -17,7 +17,8 @@ help:
 	@echo "make ws              run the live (WebSocket) notifier (needs WS_TOKEN_SECRET)"
 	@echo "make lint            ruff + mypy"
 	@echo "make asyncapi        regenerate asyncapi.yaml from the code"
-	@echo "make bench           the worker against a hand-written aiokafka loop: emails/s, latency, RSS, CPU"
+	@echo "make bench           the worker against a hand-written aiokafka loop: emails/s, latency, RSS, CPU;"
+	@echo "                     then codes first: OTP latency behind 10,000 queued welcomes"
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	@echo "==> creating the virtualenv in $(VENV) with the pinned dependencies"
@@ -54,11 +55,14 @@ test-unit: venv
 test-unit-py313:
 	@bash scripts/test-py313.sh $(PYTEST_ARGS)
 
+# PRIORITY_ARGS go to the priority run (its options differ from the throughput run's).
 bench: venv services
 	$(BIN)/python -m benchmarks.throughput $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.priority $(PRIORITY_ARGS)
 
 bench-smoke: venv services
 	$(BIN)/python -m benchmarks.throughput --smoke $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.priority --smoke $(PRIORITY_ARGS)
 
 lint: venv
 	$(BIN)/ruff check --no-cache .
