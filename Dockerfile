@@ -33,4 +33,6 @@ ENV HEARTBEAT_FILE=/tmp/worker.alive
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD python -c "import os, sys, time; sys.exit(0 if time.time() - os.path.getmtime('/tmp/worker.alive') < 30 else 1)"
 
+# The HTTP server: the Resend webhook at /webhooks/resend (HTTP_PORT).
+EXPOSE 8080
 CMD ["faststream", "run", "streams.app:app"]
