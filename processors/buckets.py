@@ -11,7 +11,9 @@ deleting documents costs a scan of the collection.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -68,3 +70,49 @@ class TimeBuckets:
         for name in dropped:
             await self.database.drop_collection(name)
         return dropped
+
+
+class Rotation:
+    """When a new period begins, prepare its bucket once per process, then drop old ones.
+
+    `ensure(period)` readies a bucket (say, its indexes); `expire(period)` drops what is
+    too old once `period` is current, and returns the names dropped. Both run under
+    `lock`, which callers may take for their own bucket work too.
+    """
+
+    def __init__(
+        self,
+        buckets: TimeBuckets,
+        *,
+        ensure: Callable[[int], Awaitable[None]],
+        expire: Callable[[int], Awaitable[list[str]]],
+    ) -> None:
+        self._buckets = buckets
+        self._ensure = ensure
+        self._expire = expire
+        self.latest: int | None = None
+        """The latest period entered or prepared."""
+        self.lock = asyncio.Lock()
+
+    async def prepare(self, now: datetime) -> list[str]:
+        """Ready the bucket of `now` and drop expired ones (at start); the names dropped."""
+        period = self._buckets.period(now)
+        async with self.lock:
+            await self._ensure(period)
+            self.latest = max(period, self.latest or period)
+            return await self._expire(self.latest)
+
+    async def enter(self, now: datetime) -> int:
+        """The period of `now`; the first call in a new period readies its bucket, and
+        (unless it is this process's first) drops the expired ones."""
+        period = self._buckets.period(now)
+        if self.latest is not None and period <= self.latest:
+            return period
+        async with self.lock:
+            if self.latest is None or period > self.latest:
+                first = self.latest is None
+                await self._ensure(period)
+                self.latest = period
+                if not first:
+                    await self._expire(period)
+        return period

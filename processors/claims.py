@@ -58,7 +58,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from processors.batching import Batcher
-from processors.buckets import DAY_S, TimeBuckets
+from processors.buckets import DAY_S, Rotation, TimeBuckets
 from processors.errors import TransientError
 from processors.store import Document, as_stored, aware, guard_store, insert_each
 
@@ -166,8 +166,7 @@ class Claims:
         self._memo_size = memo_size
         self._inserters: dict[int, Batcher[Document, None]] = {}
         self._readers: dict[int, Batcher[str, list[Document]]] = {}
-        self._latest: int | None = None
-        self._rotating = asyncio.Lock()
+        self._rotation = Rotation(self.buckets, ensure=self._ensure, expire=self._expire)
         self.loads = 0
         """How many times a job's documents were read from the store (claims that collided)."""
 
@@ -382,11 +381,7 @@ class Claims:
         """Create the current buckets (and their `job_id` index) and drop expired ones; the
         names of the buckets dropped. The worker calls it at start; claims do the same on
         their own when a new period begins."""
-        period = self.buckets.period(now)
-        async with self._rotating:
-            await self._ensure(period)
-            self._latest = max(period, self._latest or period)
-            return await self._expire(self._latest)
+        return await self._rotation.prepare(now)
 
     async def aclose(self) -> None:
         """Wait for the bulk calls still running."""
@@ -650,17 +645,7 @@ class Claims:
 
     async def _enter(self, now: datetime) -> int:
         """The period of `now`; when a new period begins, prepare its bucket and drop expired ones."""
-        period = self.buckets.period(now)
-        if self._latest is not None and period <= self._latest:
-            return period
-        async with self._rotating:
-            if self._latest is None or period > self._latest:
-                first = self._latest is None
-                await self._ensure(period)
-                self._latest = period
-                if not first:
-                    await self._expire(period)
-        return period
+        return await self._rotation.enter(now)
 
     async def _ensure(self, period: int) -> None:
         if not self._index_job_id:

@@ -81,8 +81,9 @@ def build_events_router(
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> EventStreams:
-    """The publisher of `email-events` (for the webhook) and, given a store (`events`,
-    `suppressions`), the subscriber that records each event and suppresses addresses."""
+    """The publisher of `email-events` (for the webhook), and the subscriber that records
+    each event in `events` and suppresses addresses in `suppressions` (None: not kept;
+    apps built for tests)."""
     router = KafkaRouter()
     router.add_middleware(_SkipNonEvents)
     publisher = router.publisher(
@@ -94,9 +95,6 @@ def build_events_router(
 
     async def publish(value: bytes, key: bytes | None) -> None:
         await publisher.publish(value, key=key, headers={"content-type": "application/json"})
-
-    if events is None or suppressions is None:
-        return EventStreams(router, publish)
 
     async def decode(msg: StreamMessage[Any]) -> EmailEventMessage:
         return read_message(msg.body)
@@ -114,7 +112,7 @@ def build_events_router(
     async def handle_email_event(message: EmailEventMessage) -> None:
         event = DeliveryEvent.from_model(message)
         now = clock()
-        if event.suppresses:
+        if event.suppresses and suppressions is not None:
             # Before recording: a crash in between leaves the event unrecorded, and its
             # redelivery suppresses again (a no-op) and records it.
             reason = (
@@ -132,7 +130,7 @@ def build_events_router(
                     log.info(
                         "suppressed %s: %s (event %s)", mask_email(address), reason.value, event.event_id
                     )
-        if not await events.record(event, now):
+        if events is not None and not await events.record(event, now):
             log.debug("event %s was recorded already", event.event_id)
 
     return EventStreams(router, publish)

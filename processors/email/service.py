@@ -113,13 +113,12 @@ class EmailService:
                 attempt=claim.attempt,
             )
         pending = pending_batch(claim.document)
-        if pending is None and never_sent(claim.document, claim.attempt):
-            # Nothing of this job went out: it may still be held back.
+        # Nothing of this job can have gone out yet: it may be held back, or join a batch.
+        clean = pending is None and never_sent(claim.document, claim.attempt)
+        if clean:
             dropped = await self._hold_back(job, claim.attempt, published_at, job_deadline)
             if dropped is not None:
                 return dropped
-        # Nothing of this job can have gone out yet: it may join a batch.
-        clean = pending is None and never_sent(claim.document, claim.attempt)
         handoff = Handoff()
         try:
             # Noted, but not stored: the batch call was never made.

@@ -44,7 +44,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from processors.batching import Batcher
-from processors.buckets import TimeBuckets
+from processors.buckets import Rotation, TimeBuckets
 from processors.claims import BatchSettings
 from processors.store import Document, guard_store, insert_each
 
@@ -100,8 +100,7 @@ class LatestCodes:
         self._inserters: dict[int, Batcher[Document, None]] = {}
         self._readers: dict[int, Batcher[str, int | None]] = {}
         self._ensured: set[int] = set()
-        self._latest: int | None = None
-        self._rotating = asyncio.Lock()
+        self._rotation = Rotation(self.buckets, ensure=self._ensure, expire=self._expire)
         self.memo_answers = 0
         """`newer_sent` calls answered from the memo."""
         self.store_answers = 0
@@ -121,7 +120,7 @@ class LatestCodes:
         if period < current - self._window + 1:
             return
         if period not in self._ensured:
-            async with self._rotating:
+            async with self._rotation.lock:
                 await self._ensure(period)
         doc: Document = {"_id": f"{key}:{issued_at_ms}:{job_id}", "key": key, "issued_at_ms": issued_at_ms}
         with contextlib.suppress(DuplicateKeyError):  # recorded already: a redelivered job
@@ -153,11 +152,7 @@ class LatestCodes:
         """Create the bucket of `now` (and its `key` index) and drop expired ones; the names
         of the buckets dropped. The worker calls it at start; the calls above do the same on
         their own when a new bucket begins."""
-        period = self.buckets.period(now)
-        async with self._rotating:
-            await self._ensure(period)
-            self._latest = max(period, self._latest or period)
-            return await self._expire(self._latest)
+        return await self._rotation.prepare(now)
 
     async def aclose(self) -> None:
         """Wait for the bulk calls still running."""
@@ -233,20 +228,10 @@ class LatestCodes:
 
     async def _enter(self, now: datetime) -> int:
         """The period of `now`; when a new bucket begins, prepare it and drop expired ones."""
-        period = self.buckets.period(now)
-        if self._latest is not None and period <= self._latest:
-            return period
-        async with self._rotating:
-            if self._latest is None or period > self._latest:
-                first = self._latest is None
-                await self._ensure(period)
-                self._latest = period
-                if not first:
-                    await self._expire(period)
-        return period
+        return await self._rotation.enter(now)
 
     async def _ensure(self, period: int) -> None:
-        """Create the bucket's `key` index, once per bucket and process (under `_rotating`)."""
+        """Create the bucket's `key` index, once per bucket and process (under the rotation lock)."""
         if period in self._ensured:
             return
         if self._index_key:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from processors.buckets import DAY_S, TimeBuckets
+from processors.buckets import DAY_S, Rotation, TimeBuckets
 
 DATABASE = cast("AsyncDatabase[dict[str, Any]]", object())  # naming needs no database
 
@@ -49,3 +50,30 @@ def test_a_period_must_divide_a_day() -> None:
         TimeBuckets(DATABASE, "jobs", bucket_s=7_000)
     with pytest.raises(ValueError, match="divide a day"):
         TimeBuckets(DATABASE, "jobs", bucket_s=0)
+
+
+async def test_a_new_period_readies_its_bucket_once_then_drops_the_expired_ones() -> None:
+    buckets = TimeBuckets(DATABASE, "codes", bucket_s=3_600)
+    calls: list[tuple[str, int]] = []
+
+    async def ensure(period: int) -> None:
+        calls.append(("ensure", period))
+
+    async def expire(period: int) -> list[str]:
+        calls.append(("expire", period))
+        return []
+
+    rotation = Rotation(buckets, ensure=ensure, expire=expire)
+    start = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    first = buckets.period(start)
+    # This process's first period is readied, not expired (`prepare` does that at start).
+    await asyncio.gather(*(rotation.enter(start + timedelta(minutes=n)) for n in range(5)))
+    assert calls == [("ensure", first)]
+    # The next hour: readied once, and what expired is dropped, however many callers.
+    await asyncio.gather(*(rotation.enter(start + timedelta(hours=1, minutes=n)) for n in range(5)))
+    assert calls[1:] == [("ensure", first + 1), ("expire", first + 1)]
+    # A caller with a lagging clock changes nothing.
+    assert await rotation.enter(start) == first
+    assert len(calls) == 3
+    assert await rotation.prepare(start + timedelta(hours=1)) == []
+    assert calls[3:] == [("ensure", first + 1), ("expire", first + 1)]

@@ -35,6 +35,7 @@ def test_each_app_subscribes_only_to_its_own_topics() -> None:
         "blue.ad-jobs",
         "blue.ad-results",
         "blue.ad-results.email-notifier",
+        "blue.email-events",
     }
     assert all(t.startswith("green.") for t in green_topics)
     blue_publishes = {p.topic for p in blue.broker.publishers}
