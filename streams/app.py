@@ -17,6 +17,7 @@ from streams.broker import build_broker
 from streams.docs import WorkerAsyncAPI
 from streams.email import build_email_router, email_lanes
 from streams.events import build_events_router
+from streams.logs import configure_logging, log_context_middlewares
 from streams.notifiers import build_email_notifier_router
 from streams.prose import prose
 from streams.retention import topic_configs
@@ -29,6 +30,7 @@ from streams.settings import Settings, SettingsError, get_settings
 from streams.shares import TopicShares
 from streams.startup import fail_start
 from streams.topics import TopicNames
+from streams.tracing import tracing_middlewares
 from streams.webhooks import PATH as WEBHOOK_PATH
 from streams.webhooks import resend_webhook
 
@@ -53,7 +55,9 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
     configs = topic_configs(topics, settings)
     if services is None:
         services = build_services(settings, ad_dlq=topics.ad_jobs.dlq)
-    broker = build_broker(settings.kafka)
+    broker = build_broker(
+        settings.kafka, middlewares=[*tracing_middlewares(settings), *log_context_middlewares()]
+    )
     failures = FailureRouter()
     lanes = email_lanes(settings, topics.email_jobs, topics.email_bulk)
     # Both lanes' partitions share the provider's budget, in this order in every process.
@@ -98,9 +102,7 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
 
     @app.on_startup
     async def start_services() -> None:
-        logging.basicConfig(
-            level=settings.worker.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        configure_logging(settings.worker)
         if settings.kafka.create_topics:
             try:
                 await ensure_topics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from faststream.kafka import KafkaBroker
@@ -13,7 +14,8 @@ from streams.settings import KafkaSettings
 SPECIFICATION_URLS = ["kafka://127.0.0.1:9092", "kafka://kafka:9092"]
 
 
-def build_broker(kafka: KafkaSettings) -> KafkaBroker:
+def build_broker(kafka: KafkaSettings, *, middlewares: Sequence[Any] = ()) -> KafkaBroker:
+    """`middlewares` wrap every message the broker consumes or publishes (metrics, traces)."""
     return KafkaBroker(
         kafka.bootstrap_servers,
         # A retry or dead-letter record must be durable before the origin offset is committed.
@@ -22,6 +24,7 @@ def build_broker(kafka: KafkaSettings) -> KafkaBroker:
         client_id="worker",
         security=kafka_security(kafka),
         specification_url=SPECIFICATION_URLS,
+        middlewares=tuple(middlewares),
     )
 
 
