@@ -7,7 +7,6 @@ other variables of `live.settings.LiveSettings`.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ import uvicorn
 
 from live.app import app_from_settings
 from live.settings import load_settings
+from streams.logformat import setup_logging
 
 # Browsers send nothing but control frames; a large message is not a client of ours.
 MAX_CLIENT_MESSAGE_BYTES = 16 * 1024
@@ -33,11 +33,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         app_from_settings(settings),
         host=args.host,
         port=args.port,
+        # None: uvicorn's loggers keep no handlers of their own, so theirs take our format.
+        log_config=None,
         log_level=settings.log_level.lower(),
         ws_max_size=MAX_CLIENT_MESSAGE_BYTES,
     )

@@ -5,7 +5,7 @@ Nothing is read at import: `load_settings()` reads the environment when the noti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +42,7 @@ class LiveSettings(BaseSettings):
     ws_token_secret: SecretStr
     ws_token_ttl_s: int = Field(default=3_600, ge=1)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def results_topic(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,10 @@ from streams.security import kafka_security
 from streams.settings import KafkaSettings
 
 SPECIFICATION_URLS = ["kafka://127.0.0.1:9092", "kafka://kafka:9092"]
+
+# FastStream's own lines ("Received", "Processed" for every message, subscribers starting):
+# DEBUG, through the worker's handlers rather than the stdout handler FastStream would add.
+log = logging.getLogger(__name__)
 
 
 def build_broker(kafka: KafkaSettings, *, middlewares: Sequence[Any] = ()) -> KafkaBroker:
@@ -25,6 +30,8 @@ def build_broker(kafka: KafkaSettings, *, middlewares: Sequence[Any] = ()) -> Ka
         security=kafka_security(kafka),
         specification_url=SPECIFICATION_URLS,
         middlewares=tuple(middlewares),
+        logger=log,
+        log_level=logging.DEBUG,
     )
 
 

@@ -199,14 +199,15 @@ class WorkerSettings(BaseSettings):
     model_config = _group("")
 
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    # `text`: one readable line per record; `json`: one object per line, for log shippers.
+    log_format: Literal["text", "json"] = "text"
     max_job_bytes: int = Field(default=64 * 1024, ge=1024)
     templates_dir: Path = TEMPLATES_DIR
-    # Liveness: the worker touches this file every few seconds (Docker healthcheck)
-    heartbeat_file: Path | None = None
     # On SIGTERM, how long in-flight jobs may finish before they are cut off (and their
     # claims released). Keep the platform's stop timeout above it (Docker's default is 10 s).
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=600)
-    # The worker's HTTP server (Resend webhook): `HTTP_HOST`, `HTTP_PORT` (0: any free port).
+    # The worker's HTTP server (Resend webhook, /healthz, /readyz, /metrics): `HTTP_HOST`,
+    # `HTTP_PORT` (0: no HTTP server, so several workers can share a host).
     http_host: str = "0.0.0.0"  # noqa: S104 - a container's port is published by choice
     http_port: int = Field(default=8080, ge=0, le=65535)
 

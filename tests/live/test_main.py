@@ -79,7 +79,7 @@ def test_importing_the_notifier_reads_no_settings_and_needs_none_of_the_workers(
     script = (
         "import sys, live, live.app, live.__main__, live.settings\n"
         "shared = {'streams.admin', 'streams.topics', 'streams.security', 'streams.settings',"
-        " 'streams.retry', 'streams.retry.policy'}\n"
+        " 'streams.logformat', 'streams.retry', 'streams.retry.policy'}\n"
         "worker = sorted(m for m in sys.modules if m.startswith('streams.') and m not in shared)\n"
         "print(worker)"
     )
