@@ -15,11 +15,14 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel
 
 from processors.ads.jobs import AdJob
 from processors.email.jobs import BULK_TYPES, EmailJobModel
 from streams.topics import TopicNames
+
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
 
 
 def new_job_id(prefix: str) -> str:
@@ -66,12 +69,19 @@ class JobPublisher:
             self._producer = None
 
     async def publish(self, topic: str, job: BaseModel, *, key: str | None) -> None:
+        """Publish `job`; a span current in the caller (OpenTelemetry) becomes the job's trace."""
         value = job.model_dump_json().encode()
+        headers = {"content-type": "application/json"}
+        _TRACE_CONTEXT.inject(headers)  # `traceparent`, `tracestate`: nothing when no span is current
         await self.producer.send_and_wait(
-            topic, value, key=key.encode() if key else None, headers=[("content-type", b"application/json")]
+            topic,
+            value,
+            key=key.encode() if key else None,
+            headers=[(k, v.encode()) for k, v in headers.items()],
         )
 
     async def send_raw(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
+        """`headers` as given: a replayed record keeps its own `traceparent`."""
         await self.producer.send_and_wait(
             topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()]
         )

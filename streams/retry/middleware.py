@@ -20,6 +20,7 @@ from faststream._internal.context.repository import ContextRepo
 from processors.errors import JobError, TransientError
 from streams.retry.record import RawRecord
 from streams.retry.routing import FailureRouter, JobRoute
+from streams.tracing import trace_continued
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ class _RouteFailures(BaseMiddleware):
             error = TransientError(f"unexpected {type(exc_val).__name__}", error_class="UnexpectedError")
         record = RawRecord.from_consumer_record(self.msg)
         try:
-            await self._factory.router.route(self._factory.route, record, error)
+            # No span is current once the handler has raised: the retry or dead letter
+            # continues the job's trace under its consumer span (or from its headers).
+            with trace_continued(record.headers, span=self.context.get_local("span")):
+                await self._factory.router.route(self._factory.route, record, error)
         except Exception:
             log.exception("could not route failed job %s; it will be read again", record)
             # Pause so a broker outage does not turn into a hot loop of re-reads.

@@ -28,6 +28,7 @@ from streams.retry import headers as h
 from streams.retry.buffer import Pending, RetryBuffer
 from streams.retry.record import RawRecord
 from streams.retry.routing import Publish
+from streams.tracing import in_record_trace
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class RetryScheduler:
             self.redelivered += 1
 
     def _target(self, record: RawRecord) -> Publish:
-        return self._targets[record.topic]
+        # No span is current here: the redelivery continues the trace in the record's headers.
+        return in_record_trace(self._targets[record.topic])
 
     async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         targets = set(only) if only is not None else set(self._dirty)
