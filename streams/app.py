@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry
 
 from streams import __version__
 from streams.admin import ensure_topics
@@ -17,15 +18,16 @@ from streams.broker import build_broker
 from streams.docs import WorkerAsyncAPI
 from streams.email import build_email_router, email_lanes
 from streams.events import build_events_router
+from streams.health import CHECK_TIMEOUT_S, Check, Readiness, healthz, readyz
 from streams.logs import configure_logging, log_context_middlewares
+from streams.metrics import AD_TYPE, WorkerMetrics, metrics_endpoint, subscriber_parts
 from streams.notifiers import build_email_notifier_router
 from streams.prose import prose
 from streams.retention import topic_configs
-from streams.retry.routing import FailureRouter
 from streams.retry.scheduler import MAX_POLL_RECORDS, RetryScheduler
 from streams.security import client_kwargs
 from streams.server import WorkerApp
-from streams.services import Services, build_services
+from streams.services import Observers, Services, build_services
 from streams.settings import Settings, SettingsError, get_settings
 from streams.shares import TopicShares
 from streams.startup import fail_start
@@ -36,7 +38,7 @@ from streams.webhooks import resend_webhook
 
 log = logging.getLogger("worker")
 
-HEARTBEAT_INTERVAL_S = 5.0
+NOTIFIER_TYPE = "AD_RESULT"
 
 DESCRIPTION = prose("""Background worker for a product API. The API publishes slow work as JSON jobs on
 Kafka topics and returns at once; this worker sends transactional email (rendered from
@@ -53,12 +55,21 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
     """The worker for `settings`. `services` replaces the real processors (tests)."""
     topics = TopicNames.with_prefix(settings.kafka.topic_prefix)
     configs = topic_configs(topics, settings)
+    # The app's own registry, not the global one: a process may build several apps (tests).
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
     if services is None:
-        services = build_services(settings, ad_dlq=topics.ad_jobs.dlq)
+        observers = Observers(resend=metrics.observer("resend"), model=metrics.observer("model"))
+        services = build_services(settings, ad_dlq=topics.ad_jobs.dlq, observers=observers)
     broker = build_broker(
-        settings.kafka, middlewares=[*tracing_middlewares(settings), *log_context_middlewares()]
+        settings.kafka,
+        middlewares=[
+            *tracing_middlewares(settings),
+            *log_context_middlewares(),
+            KafkaPrometheusMiddleware(registry=registry),
+        ],
     )
-    failures = FailureRouter()
+    failures = metrics.failures({topics.ad_jobs.main: AD_TYPE, topics.email_notifier.main: NOTIFIER_TYPE})
     lanes = email_lanes(settings, topics.email_jobs, topics.email_bulk)
     # Both lanes' partitions share the provider's budget, in this order in every process.
     shares = (
@@ -71,13 +82,19 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
             build_email_router(
                 settings,
                 lane,
-                services.email,
+                metrics.email(services.email, lane.topics.main),
                 failures,
                 on_partitions=None if shares is None else shares.of(lane.topics.main),
             )
             for lane in lanes
         ),
-        build_ads_router(settings, topics.ad_jobs, topics.ad_results, services.ads, failures),
+        build_ads_router(
+            settings,
+            topics.ad_jobs,
+            topics.ad_results,
+            metrics.ads(services.ads, topics.ad_jobs.main),
+            failures,
+        ),
         build_email_notifier_router(settings, topics.email_notifier, topics.email_bulk.main, failures),
     ]
     for item in consumed:
@@ -89,16 +106,29 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
         webhook = resend_webhook(None if secret is None else secret.get_secret_value(), events.publish)
     except ValueError as error:
         raise SettingsError(f"invalid configuration: RESEND_WEBHOOK_SECRET: {error}") from None
+    checks: dict[str, Check] = {"broker": lambda: broker.ping(timeout=CHECK_TIMEOUT_S - 1)}
+    if services.ping_store is not None:
+        checks["store"] = services.ping_store
+    readiness = Readiness(checks)
+    dispatch_stats, consumers = subscriber_parts(broker.subscribers)
+    metrics.watch_dispatch(dispatch_stats)
+    if services.budget_waited_s is not None:
+        metrics.watch_rate_budget(services.budget_waited_s)
     app = WorkerApp(
         broker,
-        asgi_routes=[(WEBHOOK_PATH, webhook)],
+        asgi_routes=[
+            (WEBHOOK_PATH, webhook),
+            ("/healthz", healthz()),
+            ("/readyz", readyz(readiness)),
+            ("/metrics", metrics_endpoint(registry)),
+        ],
         specification=WorkerAsyncAPI(title="Kafka job worker", version=__version__, description=DESCRIPTION),
         http_host=settings.worker.http_host,
         http_port=settings.worker.http_port,
     )
     targets = {item.route.topics.retry: item.redeliver for item in consumed}
     running: list[RetryScheduler] = []
-    heartbeat: list[asyncio.Task[None]] = []
+    lag: list[asyncio.Task[None]] = []
 
     @app.on_startup
     async def start_services() -> None:
@@ -142,16 +172,19 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
         )
         await scheduler.start()
         running.append(scheduler)
-        if settings.worker.heartbeat_file is not None:
-            heartbeat.append(asyncio.create_task(_beat(settings.worker.heartbeat_file), name="heartbeat"))
+        metrics.watch_retry_buffer(lambda: scheduler.pending)
+        lag.append(asyncio.create_task(metrics.watch_lag(consumers), name="consumer-lag"))
+        readiness.start()
         log.info(
             "worker ready: consuming %s", ", ".join(t for c in consumed for t in c.route.topics.consumed)
         )
 
     @app.on_shutdown
     async def stop_retry_scheduler() -> None:
-        for task in heartbeat:
+        await readiness.stop()
+        for task in lag:
             task.cancel()
+        await asyncio.gather(*lag, return_exceptions=True)
         while running:
             await running.pop().stop()
 
@@ -163,15 +196,12 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
     return app
 
 
-async def _beat(path: Path) -> None:
-    while True:
-        await asyncio.to_thread(path.touch)
-        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
-
-
 @functools.cache
 def _app_from_environment() -> WorkerApp:
-    return create_app(get_settings())
+    settings = get_settings()
+    # Before building the app: its set-up logs too (an unset model, say).
+    configure_logging(settings.worker)
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> WorkerApp:

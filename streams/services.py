@@ -29,6 +29,7 @@ from processors.email.supersession import LatestCodes
 from processors.email.suppressions import COLLECTION as SUPPRESSIONS
 from processors.email.suppressions import Suppressions
 from processors.errors import JobError
+from processors.observe import CallObserver, ModelObserver
 from processors.retention import Purger
 from streams.settings import Settings
 
@@ -62,9 +63,21 @@ class Services:
     delivery_events: DeliveryEvents | None = None
     """Where Resend's delivery events are recorded; None: they are only published."""
     suppressions: Suppressions | None = None
+    ping_store: Callable[[], Awaitable[bool]] | None = None
+    """True while the store answers (readiness); None: no store to check."""
+    budget_waited_s: Callable[[], float] | None = None
+    """Total time jobs have waited for the provider's rate budget (metrics)."""
 
 
-def build_sender(settings: Settings) -> EmailSender:
+@dataclass(frozen=True)
+class Observers:
+    """Who the provider clients tell of their calls (the app's metrics); None: nobody."""
+
+    resend: CallObserver | None = None
+    model: ModelObserver | None = None
+
+
+def build_sender(settings: Settings, observer: CallObserver | None = None) -> EmailSender:
     if settings.resend.api_key is None:
         log.warning(
             "RESEND_API_KEY is not set: emails go to the local outbox %s, not to real inboxes",
@@ -78,10 +91,13 @@ def build_sender(settings: Settings) -> EmailSender:
         settings.resend.timeout_s,
         # One connection per job in flight, or sends queue for a connection.
         max_connections=settings.email.concurrency,
+        observer=observer,
     )
 
 
-def build_generator(settings: Settings, ad_dlq: str) -> AdCopyGenerator | None:
+def build_generator(
+    settings: Settings, ad_dlq: str, observer: ModelObserver | None = None
+) -> AdCopyGenerator | None:
     openai = settings.openai
     if not openai.model:
         log.warning(
@@ -101,10 +117,11 @@ def build_generator(settings: Settings, ad_dlq: str) -> AdCopyGenerator | None:
         timeout_s=openai.timeout_s,
         max_retries=openai.max_retries,
         prompt=AdPrompt(settings.worker.templates_dir),
+        observer=observer,
     )
 
 
-def build_services(settings: Settings, *, ad_dlq: str) -> Services:
+def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Observers()) -> Services:
     """The real processors: MongoDB-wire store, Resend (or the outbox), the model (if configured)."""
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.store.url.get_secret_value(),
@@ -115,12 +132,12 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
     ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email.send_lease_s)
     store = AdStore(database["ads"])
     purger = Purger([store.purge], retention=timedelta(days=settings.email.ledger_retention_days))
-    generator = build_generator(settings, ad_dlq)
+    generator = build_generator(settings, ad_dlq, observers.model)
     try:
         ads = AdService(store, generator, lease_s=settings.ads.lease_s)
     except ValueError as error:
         raise SystemExit(f"invalid configuration: AD_LEASE_S: {error}") from None
-    sender = build_sender(settings)
+    sender = build_sender(settings, observers.resend)
     # The outbox has no rate limit; Resend's is one budget for the group.
     budget = SlotBudget(settings.resend.rate_limit_per_s) if isinstance(sender, ResendSender) else None
     outbound = Outbound(sender, budget=budget, ledger=ledger, max_batch=settings.resend.batch_max)
@@ -151,6 +168,10 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
             reason = error.message if isinstance(error, JobError) else type(error).__name__
             raise SystemExit(f"cannot reach the store at MONGODB_URL: {reason}") from None
 
+    async def ping_store() -> bool:
+        reply = await mongo.admin.command("ping")
+        return bool(reply.get("ok"))
+
     async def close() -> None:
         await purger.close()
         await outbound.close()
@@ -172,4 +193,6 @@ def build_services(settings: Settings, *, ad_dlq: str) -> Services:
         email_partitions=None if budget is None else budget.assign,
         delivery_events=delivery_events,
         suppressions=suppressions,
+        ping_store=ping_store,
+        budget_waited_s=None if budget is None else lambda: budget.stats().waited_s,
     )

@@ -21,6 +21,7 @@ from processors.ads.platforms import PlatformLimits, limits_for
 from processors.ads.prompt import AdPrompt
 from processors.decoding import describe_validation_error
 from processors.errors import JobError, PermanentError
+from processors.observe import ModelObserver, timed_call
 
 if TYPE_CHECKING:
     from langchain_core.language_models import LanguageModelInput
@@ -74,7 +75,9 @@ class AdCopyGenerator:
         max_retries: int = 0,
         *,
         prompt: AdPrompt | None = None,
+        observer: ModelObserver | None = None,
     ) -> None:
+        """`observer` is told how long each model call took and the tokens it used."""
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         import openai
@@ -84,6 +87,7 @@ class AdCopyGenerator:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._prompt = prompt or AdPrompt()
+        self._observer = observer
         # Our own client, so that it is closed with the generator and never outlives its event loop.
         self._http_client = openai.DefaultAsyncHttpxClient(timeout=timeout_s)
         chat = ChatOpenAI(
@@ -148,19 +152,24 @@ class AdCopyGenerator:
         )
 
     async def _ask(self, messages: list[BaseMessage], job: AdJob, limits: PlatformLimits) -> _Answer:
-        try:
-            result = await self._chain.ainvoke(messages)
-        except ValidationError as error:
-            # The SDK parses the content itself; its error is all we get of the answer.
-            return _Answer(
-                None, None, [describe_validation_error(error)], "SchemaViolation", None, _usage(None)
-            )
-        except Exception as error:
-            classified = _classify(error)
-            if classified is None:
-                raise
-            raise classified from error
+        with timed_call(self._observer, "chat"):
+            try:
+                result = await self._chain.ainvoke(messages)
+            except ValidationError as error:
+                # The SDK parses the content itself; its error is all we get of the answer.
+                return _Answer(
+                    None, None, [describe_validation_error(error)], "SchemaViolation", None, _usage(None)
+                )
+            except Exception as error:
+                classified = _classify(error)
+                if classified is None:
+                    raise
+                raise classified from error
         raw = cast("AIMessage", result["raw"])
+        if self._observer is not None:
+            # The configured name, not the answer's dated one: one label value per deployment.
+            usage = _usage(raw)
+            self._observer.tokens_used(self.model, usage["input_tokens"], usage["output_tokens"])
         if raw.additional_kwargs.get("refusal") or isinstance(result.get("parsing_error"), Exception):
             # `parsing_error` is a refusal, or an answer with neither content nor refusal.
             _raise_refusal(raw, result.get("parsing_error"))

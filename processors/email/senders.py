@@ -23,6 +23,7 @@ from resend.http_client_async import AsyncHTTPClient
 
 from processors.email.render import RenderedEmail
 from processors.errors import PermanentError, RateLimited, TransientError
+from processors.observe import CallObserver, timed_call
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,12 @@ class ResendSender:
         timeout_s: float,
         *,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        observer: CallObserver | None = None,
     ) -> None:
         """`max_connections`: at least the number of emails in flight, or sends wait for a
-        connection (and the wait counts against `timeout_s`)."""
+        connection (and the wait counts against `timeout_s`). `observer` is told how long
+        each call took (`send`, `batch`)."""
+        self._observer = observer
         # The SDK reads its configuration from module globals.
         resend.api_key = api_key.get_secret_value()
         resend.api_url = api_url.rstrip("/")
@@ -187,10 +191,11 @@ class ResendSender:
     async def send(self, email: OutgoingEmail) -> str:
         params = cast(resend.Emails.SendParams, email_params(email))
         options: resend.Emails.SendOptions = {"idempotency_key": email.idempotency_key}
-        try:
-            response = await resend.Emails.send_async(params, options)
-        except ResendError as error:
-            raise classify_resend_error(error) from None
+        with timed_call(self._observer, "send"):
+            try:
+                response = await resend.Emails.send_async(params, options)
+            except ResendError as error:
+                raise classify_resend_error(error) from None
         return str(response["id"])
 
     async def send_batch(self, entries: Sequence[Mapping[str, Any]], *, idempotency_key: str) -> BatchResult:
@@ -203,10 +208,11 @@ class ResendSender:
             "idempotency_key": idempotency_key,
             "batch_validation": "permissive",
         }
-        try:
-            response = await resend.Batch.send_async(params, options)
-        except ResendError as error:
-            raise classify_resend_error(error) from None
+        with timed_call(self._observer, "batch"):
+            try:
+                response = await resend.Batch.send_async(params, options)
+            except ResendError as error:
+                raise classify_resend_error(error) from None
         return batch_result(len(entries), response)
 
     async def close(self) -> None:

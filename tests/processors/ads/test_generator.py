@@ -194,3 +194,31 @@ async def test_max_retries_are_left_to_the_sdk(fake_openai: FakeOpenAI) -> None:
 def test_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         AdCopyGenerator("gpt-4o-mini", None, None, timeout_s=0)
+
+
+class ModelCalls:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.tokens: list[tuple[str, int, int]] = []
+
+    def call_finished(self, operation: str, duration_s: float, outcome: str) -> None:
+        self.calls.append((operation, outcome))
+
+    def tokens_used(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        self.tokens.append((model, input_tokens, output_tokens))
+
+
+async def test_the_observer_hears_each_model_call_and_its_tokens(fake_openai: FakeOpenAI) -> None:
+    observer = ModelCalls()
+    generator = AdCopyGenerator(
+        "gpt-4o-mini", SecretStr(API_KEY), fake_openai.url, timeout_s=5.0, observer=observer
+    )
+    try:
+        fake_openai.script("over_limit", "good")
+        generated = await generator.generate(make_job())
+    finally:
+        await generator.aclose()
+    assert observer.calls == [("chat", "ok"), ("chat", "ok")]
+    assert sum(used[1] for used in observer.tokens) == generated.token_usage["input_tokens"]
+    assert sum(used[2] for used in observer.tokens) == generated.token_usage["output_tokens"]
+    assert {used[0] for used in observer.tokens} == {"gpt-4o-mini"}

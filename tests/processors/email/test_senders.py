@@ -161,3 +161,28 @@ async def test_outbox_writes_a_mime_email_and_an_html_file(tmp_path: Path) -> No
     assert "123456" in text_part.get_content()
     assert "<p>code 123456</p>" in html_part.get_content()
     assert (tmp_path / "job_4.html").read_text() == CONTENT.html
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, str]] = []
+
+    def call_finished(self, operation: str, duration_s: float, outcome: str) -> None:
+        assert duration_s >= 0
+        self.heard.append((operation, outcome))
+
+
+async def test_the_observer_hears_each_call_and_how_it_ended(fake_resend: FakeResend) -> None:
+    calls = Calls()
+    observed = ResendSender(SecretStr("re_test_key"), fake_resend.url, timeout_s=2.0, observer=calls)
+    try:
+        await observed.send(outgoing("job-ok"))
+        fake_resend.script("job-down", Reply(500))
+        with pytest.raises(TransientError):
+            await observed.send(outgoing("job-down"))
+        fake_resend.script("job-bad", Reply(422, error_name="validation_error"))
+        with pytest.raises(PermanentError):
+            await observed.send(outgoing("job-bad"))
+    finally:
+        await observed.close()
+    assert calls.heard == [("send", "ok"), ("send", "transient"), ("send", "permanent")]
