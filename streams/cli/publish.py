@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 from aiokafka.errors import KafkaError
@@ -23,7 +23,7 @@ from streams.settings import SettingsError
 JobId = Annotated[str | None, typer.Option("--job-id", help="the idempotency key (default: a new one)")]
 To = Annotated[str, typer.Option("--to", help="the recipient's address")]
 
-EmailJob = SendOtpJob | WelcomeEmailJob | VerificationLinkJob
+T = TypeVar("T")
 
 
 def register(app: typer.Typer) -> None:
@@ -41,23 +41,25 @@ def send_otp(
     job_id: JobId = None,
 ) -> None:
     """Publish a SEND_OTP email job; prints the job_id."""
-    _publish_email(
+    _publish(
         lambda: SendOtpJob(
             type="SEND_OTP",
             job_id=job_id or new_job_id("otp"),
             to=to,
             code=code,
             expires_in_minutes=expires_in_minutes,
-        )
+        ),
+        publish_email_job,
     )
 
 
 def welcome(to: To, name: Annotated[str, typer.Option("--name")], job_id: JobId = None) -> None:
     """Publish a WELCOME_EMAIL job; prints the job_id."""
-    _publish_email(
+    _publish(
         lambda: WelcomeEmailJob(
             type="WELCOME_EMAIL", job_id=job_id or new_job_id("welcome"), to=to, name=name
-        )
+        ),
+        publish_email_job,
     )
 
 
@@ -69,7 +71,7 @@ def verify_link(
     job_id: JobId = None,
 ) -> None:
     """Publish a VERIFICATION_LINK job; prints the job_id."""
-    _publish_email(
+    _publish(
         lambda: VerificationLinkJob(
             type="VERIFICATION_LINK",
             job_id=job_id or new_job_id("verify"),
@@ -77,7 +79,8 @@ def verify_link(
             name=name,
             verification_url=url,
             expires_in_hours=expires_in_hours,
-        )
+        ),
+        publish_email_job,
     )
 
 
@@ -100,8 +103,8 @@ def ad(
     job_id: JobId = None,
 ) -> None:
     """Publish an ad-copy job; prints the job_id."""
-    try:
-        job = AdJob(
+    _publish(
+        lambda: AdJob(
             job_id=job_id or new_job_id("ad"),
             user_id=user,
             product=Product(name=product, description=description, url=url),
@@ -111,22 +114,9 @@ def ad(
             platform=platform,
             variants=variants,
             notify=Notify(email=email, live=live),
-        )
-    except ValidationError as error:
-        fail(f"invalid job: {describe_validation_error(error)}", 2)
-    context = Context.load()
-    try:
-        published = asyncio.run(
-            publish_ad_job(
-                job,
-                bootstrap_servers=context.bootstrap,
-                topic_prefix=context.settings.kafka.topic_prefix,
-                client_options=context.kafka_options,
-            )
-        )
-    except KafkaError as error:
-        kafka_failed(error)
-    line(published)
+        ),
+        publish_ad_job,
+    )
 
 
 def ws_token(
@@ -140,15 +130,16 @@ def ws_token(
     line(token_url(user, base_url, secret=live.token_secret, ttl_s=live.token_ttl_s))
 
 
-def _publish_email(build: Callable[[], EmailJob]) -> None:
+def _publish(build: Callable[[], T], publish: Callable[..., Coroutine[Any, Any, str]]) -> None:
+    """Build the job (a validation error: exit 2), publish it, print its id."""
     try:
         job = build()
     except ValidationError as error:
         fail(f"invalid job: {describe_validation_error(error)}", 2)
     context = Context.load()
     try:
-        published = asyncio.run(
-            publish_email_job(
+        published: str = asyncio.run(
+            publish(
                 job,
                 bootstrap_servers=context.bootstrap,
                 topic_prefix=context.settings.kafka.topic_prefix,

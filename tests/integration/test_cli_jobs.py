@@ -7,10 +7,7 @@ tells each job's attempts and where it waits now, and never a code.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +21,9 @@ from processors.email.ledger import DeliveryLedger, Sent
 from streams.admin import ensure_topics
 from streams.producer import JobPublisher
 from streams.retry import headers as h
-from streams.settings import REPO_ROOT
 from streams.topics import TopicNames
 from tests.integration.conftest import KAFKA
-from tests.integration.worker import run_cli
+from tests.integration.worker import cli_process, run_cli
 
 ADA = "ada@example.com"
 CODE = "482913"
@@ -122,19 +118,7 @@ async def commit(group: str, topic: str, offset: int) -> None:
 
 
 async def run_cli_failing(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streams.cli",
-        *args,
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await cli_process(*args, env=env)
 
 
 async def test_job_show_tells_the_attempts_of_a_job_retried_once_and_where_it_waits(

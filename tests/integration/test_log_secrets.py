@@ -5,7 +5,6 @@ JSON object, with the job's fields on the lines of a job."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -32,6 +31,7 @@ from tests.fakes.resend_server import FakeResend, Reply
 from tests.integration.conftest import KAFKA
 from tests.integration.jobs import mixed_job
 from tests.integration.kafka_tools import records_in
+from tests.integration.worker import cli_process
 from tests.polling import eventually
 
 JOB_COUNT = 30
@@ -66,20 +66,9 @@ def secret_of(job: EmailJobModel) -> str | None:
 
 async def cli(*args: str, env: dict[str, str]) -> str:
     """`python -m streams.cli ARGS`: everything it wrote, stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streams.cli",
-        *args,
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    text = out.decode("utf-8", "replace")
-    assert proc.returncode == 0, text
-    return text
+    returncode, out, err = await cli_process(*args, env=env)
+    assert returncode == 0, out + err
+    return out + err
 
 
 def occurrences(secret: str, text: str) -> int:

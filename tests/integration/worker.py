@@ -71,8 +71,8 @@ class WorkerProcess:
             self.kill()
 
 
-async def run_cli(*args: str, env: dict[str, str]) -> str:
-    """`python -m streams.cli ARGS` as a user runs it; its stdout, or a failed assertion."""
+async def cli_process(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """`python -m streams.cli ARGS` as a user runs it: its exit status, stdout and stderr."""
     import asyncio
 
     proc = await asyncio.create_subprocess_exec(
@@ -86,5 +86,12 @@ async def run_cli(*args: str, env: dict[str, str]) -> str:
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> str:
+    """`python -m streams.cli ARGS`; its stdout, or a failed assertion."""
+    returncode, out, err = await cli_process(*args, env=env)
+    assert returncode == 0, err
+    return out
