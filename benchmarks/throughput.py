@@ -650,7 +650,7 @@ class Outcome:
         return f"{self.scenario.name} / {self.side} @ {self.concurrency}"
 
 
-_OWNS = re.compile(r"email-jobs: this process owns partitions \[([0-9, ]*)\] of (\d+)")
+_OWNS = re.compile(r"email-bulk: this process owns partitions \[([0-9, ]*)\] of (\d+)")
 
 
 async def shared_out(consumers: Consumers, processes: int, timeout_s: float = 60.0) -> None:
@@ -817,8 +817,10 @@ async def kill_in_turn(
 async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int) -> Outcome:
     tag = f"b{uuid.uuid4().hex[:8]}"
     prefix = f"{tag}."
-    topic = f"{prefix}email-jobs"
+    # Welcome emails: the worker reads them from `email-bulk`, with its group `<group>.bulk`.
+    topic = f"{prefix}email-bulk"
     group = f"bench-{tag}"
+    committing_group = f"{group}.bulk" if side == "worker" else group
     database = f"bench_{tag}"
     log_dir = Path(tempfile.mkdtemp(prefix=f"bench-throughput-{scenario.name}-{side}-"))
     outcome = Outcome(scenario, side, concurrency)
@@ -887,7 +889,7 @@ async def run_side(cfg: Config, scenario: Scenario, side: str, concurrency: int)
         await asyncio.sleep(SETTLE_S)
         sampler.sample()
         await consumers.stop()
-        committed = await committed_offsets(group, topic)
+        committed = await committed_offsets(committing_group, topic)
         pending: list[str] = []
         dead: list[str] = []
         if side == "worker":
