@@ -184,6 +184,19 @@ class AdCopyGenerator:
         return _Answer(copy, text, problems, "OutOfBounds" if problems else None, model, _usage(raw))
 
 
+def spent(error: BaseException) -> tuple[TokenUsage, int]:
+    """What a failed `generate` had already paid for: its token usage and model calls.
+
+    SEAM: `generate` sets `error.token_usage` and `error.model_calls` on every `JobError`
+    it raises after at least one call answered; zero usage otherwise.
+    """
+    usage = getattr(error, "token_usage", None)
+    calls = getattr(error, "model_calls", 0)
+    if usage is None:
+        usage = TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0)
+    return usage, int(calls)
+
+
 def copy_violations(copy: AdCopySet, limits: PlatformLimits, variants: int) -> list[str]:
     """Every way `copy` breaks the platform's limits or the requested count; empty if none."""
     problems = []
