@@ -6,7 +6,9 @@ model):
 - the first claim of a job takes attempt 1;
 - a later claim takes the next attempt when the last one was released (`retrying` or
   `failed`) or its lease expired (the holder died), and counts it;
-- a job in the *done* status is not claimed again: the caller answers from its document;
+- a finished job is not claimed again: the caller answers from its document. It
+  finished in the *done* status, or in another final one its caller chose (`finish(...,
+  status=...)`, say a job that failed for good);
 - while another worker's lease is live, the claim raises `TransientError` (ClaimHeld)
   with the time left on the lease, so the message comes back later instead of being
   dropped.
@@ -67,7 +69,8 @@ log = logging.getLogger(__name__)
 RETRYING = "retrying"
 """A transient failure released the job: any worker may claim it at once."""
 FAILED = "failed"
-"""A permanent failure released the job: a redelivery (a replay) may claim it again."""
+"""A permanent failure released the job: a redelivery (a replay) may claim it again. (A
+store whose failures are final records them with `finish(..., status=...)` instead.)"""
 
 # Fields of the merged document that the claim itself owns; a store's fields must not use them.
 PROTOCOL_FIELDS = frozenset(
@@ -307,18 +310,24 @@ class Claims:
         attempt: int | None = None,
         data: Document | None = None,
         note: Document | None = None,
+        status: str | None = None,
     ) -> bool:
         """Record the job as done by `attempt` (by default the one this worker holds, else
         the latest), with `data` for its document. False if it was done already: the first
         completion stays.
+
+        `status` is the job's final status in its document: the `done` status by default,
+        or another terminal one (say, a job that failed for good); any of them ends the
+        job, which is never claimed again (`ClaimOutcome.ALREADY_DONE`).
         """
+        status = self._final_status(status)
         period = await self._enter(now)
         known = self._recall(job_id)
         if known is not None and self._state(known, now).kind == "done":
             return False
         if attempt is None:
             attempt = await self._current_attempt(job_id, period, known) or 1
-        doc = self._done_doc(job_id, now=now, attempt=attempt, data=data, note=note)
+        doc = self._done_doc(job_id, now=now, attempt=attempt, data=data, note=note, status=status)
         try:
             await self._insert(period, doc)
         except DuplicateKeyError:
@@ -337,9 +346,19 @@ class Claims:
             known = await self._load(job_id, period)
         return self._view(job_id, known) if known.docs else None
 
-    async def finished_view(self, job_id: str, *, now: datetime, data: Document) -> Document | None:
-        """The job's merged document as it will read once `finish(job_id, now=now, data=data)`
-        has stored it (nothing is stored); None if the job has no documents."""
+    async def finished_view(
+        self,
+        job_id: str,
+        *,
+        now: datetime,
+        data: Document,
+        note: Document | None = None,
+        status: str | None = None,
+    ) -> Document | None:
+        """The job's merged document as it will read once `finish(job_id, now=now, data=data,
+        note=note, status=status)` has stored it (nothing is stored); None if the job has no
+        documents."""
+        status = self._final_status(status)
         known = self._recall(job_id)
         if known is None or not any(kind == _CLAIM for kind, _ in known.docs):
             known = await self._load(job_id, await self._enter(now))
@@ -347,7 +366,7 @@ class Claims:
             return None
         preview = _Known(docs=dict(known.docs))
         attempt = known.mine or max(d["attempt"] for d in known.docs.values())
-        preview.add(self._done_doc(job_id, now=now, attempt=attempt, data=data, note=None))
+        preview.add(self._done_doc(job_id, now=now, attempt=attempt, data=data, note=note, status=status))
         return self._view(job_id, preview)
 
     async def get(self, job_id: str) -> Document | None:
@@ -489,8 +508,22 @@ class Claims:
         claims = [d["attempt"] for d in known.docs.values() if d["kind"] == _CLAIM]
         return max(claims, default=None)
 
+    def _final_status(self, status: str | None) -> str:
+        if status is None:
+            return self.done
+        if status in (self.working, RETRYING):
+            raise ValueError(f"{status!r} is not a final status")
+        return status
+
     def _done_doc(
-        self, job_id: str, *, now: datetime, attempt: int, data: Document | None, note: Document | None
+        self,
+        job_id: str,
+        *,
+        now: datetime,
+        attempt: int,
+        data: Document | None,
+        note: Document | None,
+        status: str,
     ) -> Document:
         return as_stored(
             {
@@ -498,7 +531,7 @@ class Claims:
                 "job_id": job_id,
                 "kind": _DONE,
                 "attempt": attempt,
-                "status": self.done,
+                "status": status,
                 "at": now,
                 "data": dict(data or {}),
                 "note": dict(note or {}),
@@ -532,7 +565,7 @@ class Claims:
         attempts = max(d["attempt"] for d in docs)
         lease_until = None
         if dones:
-            status = self.done
+            status = dones[0].get("status") or self.done
             view.update(dones[0].get("data") or {})
         elif attempts in releases:
             status = releases[attempts]["status"]

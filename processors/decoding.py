@@ -51,6 +51,18 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def json_object(raw: bytes | str) -> dict[str, Any] | None:
+    """`raw` as a JSON object, or None: not UTF-8, not JSON, not an object, nested too
+    deeply for the parser (`RecursionError`) or holding a number too long to read
+    (`ValueError`). For code that only peeks at a record (a dead-letter hook, a metric
+    label, the CLI) and must never fail on bad input."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def decode_job(
     raw: bytes,
     adapter: TypeAdapter[T],
@@ -71,6 +83,12 @@ def decode_job(
         raise PoisonMessage("invalid-json", "payload is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise PoisonMessage("invalid-json", f"payload is not JSON: {error.msg}") from None
+    except RecursionError:
+        raise PoisonMessage("invalid-json", "payload is nested too deeply") from None
+    except ValueError:
+        # JSON the parser refuses to turn into Python: an integer of more digits than
+        # `sys.get_int_max_str_digits()` (4300).
+        raise PoisonMessage("invalid-json", "payload holds a number too long to read") from None
     if known_types and isinstance(data, dict) and "type" in data and data["type"] not in known_types:
         kind = str(data["type"])[:40]
         raise PoisonMessage("unknown-type", f"unknown job type {kind!r}")

@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaRouter
+from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from pydantic import TypeAdapter
 
 from processors.ads.jobs import AdJob, AdResult, DocumentRef
-from processors.ads.service import failed_result
-from processors.decoding import decode_job
+from processors.decoding import decode_job, json_object
 from processors.errors import JobError
 from processors.ids import is_job_id
 from streams.broker import raw
 from streams.consumed import Consumed, dispatch_options
 from streams.dispatch import dispatched_subscriber
 from streams.prose import prose
+from streams.retry import headers as h
 from streams.retry.headers import DLQ_HEADERS_DOC, RETRY_HEADERS_DOC
 from streams.retry.middleware import FailureMiddleware
 from streams.retry.record import RawRecord
 from streams.retry.routing import FailureRouter, JobRoute
 from streams.services import AdProcessor
 from streams.settings import Settings
+from streams.shares import Assign, PartitionShare
 from streams.topics import JobTopics
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 _AD_JOB: TypeAdapter[AdJob] = TypeAdapter(AdJob)
 
 AD_JOBS_DESCRIPTION = prose("""Requests for AI ad copy. `job_id` is the idempotency key: a
-job that already succeeded is answered from the store, never sent to the model again. Key the
-message by `user_id`. Every outcome, success or permanent failure, is published on
-`ad-results`; invalid messages go to `ad-jobs.dlq` with a reason, transient failures (rate
-limits, model server errors, timeouts) are retried with backoff.""")
+job ends in one final state (`succeeded`, `failed` or `dead-lettered`), and a job that has
+one is answered from the store, never sent to the model again; only a replay from
+`ad-jobs.dlq` (marked with the `x-replayed-from` header) runs it again. Key the message by
+`user_id`. Every outcome, success or failure, is published on `ad-results`; invalid
+messages go to `ad-jobs.dlq` with a reason, transient failures (rate limits, model server
+errors, timeouts) are retried with backoff.""")
 
 AD_RESULTS_DESCRIPTION = prose("""The outcome of every ad job, keyed by `user_id` so that one
 user's results stay in order: the copy when `succeeded`, the reason when `failed`, and a
@@ -48,11 +51,13 @@ PublishResult = Callable[[AdResult], Awaitable[None]]
 
 
 def failed_result_hook(
-    publish_result: PublishResult,
+    publish_result: PublishResult, processor: AdProcessor
 ) -> Callable[[RawRecord, JobError, str], Awaitable[None]]:
-    """Tell the user about a dead-lettered ad job, when the message says who they are.
+    """Record a dead-lettered ad job's final state and tell the user, when the message says
+    who they are.
 
-    Idempotent: the result is keyed by `job_id`, and consumers treat it so.
+    Runs before the dead letter is written. Idempotent: the processor records a job's
+    final state once, and the result is keyed by `job_id`, and consumers treat it so.
     """
 
     async def on_dead_letter(record: RawRecord, error: JobError, reason: str) -> None:
@@ -61,7 +66,7 @@ def failed_result_hook(
         except JobError:
             job = None
         if job is not None:
-            result = failed_result(job, error)
+            result = await processor.conclude(job, error, reason, replay=record.headers.get(h.REPLAYED_FROM))
         else:
             identity = _identity(record.value)
             if identity is None:
@@ -85,11 +90,8 @@ def failed_result_hook(
 
 
 def _identity(value: bytes) -> tuple[str, str] | None:
-    try:
-        data: Any = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict):
+    data = json_object(value)
+    if data is None:
         return None
     job_id, user_id = data.get("job_id"), data.get("user_id")
     if isinstance(job_id, str) and isinstance(user_id, str) and is_job_id(job_id) and is_job_id(user_id):
@@ -108,7 +110,11 @@ def build_ads_router(
     results_topic: str,
     processor: AdProcessor,
     failures: FailureRouter,
+    *,
+    on_partitions: Assign | None = None,
 ) -> Consumed:
+    """`on_partitions(owned, owners)` is told the `ad-jobs` partitions this process owns at
+    every rebalance (the model's rate budget is shared by them)."""
     router = KafkaRouter()
     results = router.publisher(
         results_topic, title=f"{results_topic}:publish", description=AD_RESULTS_DESCRIPTION, schema=AdResult
@@ -139,7 +145,7 @@ def build_ads_router(
         settings.ad_retry.policy(),
         retry=raw(retry),
         dead_letter=raw(dead_letter),
-        on_dead_letter=failed_result_hook(publish_result),
+        on_dead_letter=failed_result_hook(publish_result, processor),
     )
     router.add_middleware(FailureMiddleware(failures, route))
     max_bytes = settings.worker.max_job_bytes
@@ -147,20 +153,27 @@ def build_ads_router(
     async def decode(msg: StreamMessage[Any]) -> AdJob:
         return decode_job(msg.body, _AD_JOB, max_bytes=max_bytes)
 
-    @dispatched_subscriber(
+    share = None if on_partitions is None else PartitionShare(topics.main, on_partitions)
+    subscriber = dispatched_subscriber(
         router,
         topics.main,
         options=dispatch_options(settings, concurrency=settings.ads.concurrency),
         # A group of its own: in the email consumers' group, every start or stop of an ad
         # consumer would rebalance the email partitions too, and cut their sends short.
         group_id=ads_group_id(settings.kafka.group_id),
+        listener=share,
         auto_offset_reset="earliest",
         decoder=decode,
         title=f"{topics.main}:consume",
         description=AD_JOBS_DESCRIPTION,
     )
-    async def handle_ad_job(job: AdJob) -> None:
-        result = await processor.process(job)
+    if share is not None:
+        share.consumer = lambda: subscriber.consumer
+
+    @subscriber
+    async def handle_ad_job(job: AdJob, message: KafkaMessage) -> None:
+        headers = h.decode_headers(getattr(message.raw_message, "headers", None))
+        result = await processor.process(job, replay=headers.get(h.REPLAYED_FROM))
         # Published before the offset is committed: a crash here re-reads the job, and
         # the stored result is published again without another model call.
         await publish_result(result)

@@ -94,6 +94,7 @@ def create_app(settings: Settings, services: Services | None = None) -> WorkerAp
             topics.ad_results,
             metrics.ads(services.ads, topics.ad_jobs.main),
             failures,
+            on_partitions=services.ad_partitions,
         ),
         build_email_notifier_router(settings, topics.email_notifier, topics.email_bulk.main, failures),
     ]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
@@ -33,6 +32,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from processors.ads.jobs import AdJob, AdResult
+from processors.decoding import json_object
 from processors.email.jobs import EmailJobModel
 from processors.errors import Expired, JobError, Suppressed
 from streams.retry.policy import DeadLetter, RetryIn
@@ -189,10 +189,15 @@ class _MeteredAds:
         self._metrics = metrics
         self._topic = topic
 
-    async def process(self, job: AdJob) -> AdResult:
-        result = await self._inner.process(job)
+    async def process(self, job: AdJob, *, replay: str | None = None) -> AdResult:
+        result = await self._inner.process(job, replay=replay)
         self._metrics.count(self._topic, AD_TYPE, "succeeded")
         return result
+
+    async def conclude(
+        self, job: AdJob, error: JobError, reason: str, *, replay: str | None = None
+    ) -> AdResult:
+        return await self._inner.conclude(job, error, reason, replay=replay)
 
 
 class _CountingFailureRouter(FailureRouter):
@@ -220,10 +225,7 @@ def _failure_outcome(plan: RetryIn | DeadLetter, error: JobError) -> str:
 
 
 def _email_type(value: bytes | None) -> str:
-    try:
-        found = json.loads(value or b"").get("type")
-    except (ValueError, AttributeError):
-        return UNKNOWN_TYPE
+    found = (json_object(value or b"") or {}).get("type")
     return found if found in EMAIL_TYPES else UNKNOWN_TYPE
 
 

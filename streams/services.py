@@ -17,10 +17,10 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from processors.ads import AdService, AdStore
+from processors.ads.budget import ModelBudget
 from processors.ads.jobs import AdJob, AdResult
 from processors.ads.prompt import AdPrompt
 from processors.email import DeliveryLedger, EmailRenderer, EmailService, OutboxSender, ResendSender
-from processors.email.budget import SlotBudget
 from processors.email.delivery_events import DeliveryEvents
 from processors.email.jobs import EmailJobModel
 from processors.email.outbound import Outbound
@@ -31,6 +31,7 @@ from processors.email.suppressions import Suppressions
 from processors.errors import JobError
 from processors.observe import CallObserver, ModelObserver
 from processors.retention import Purger
+from processors.slots import SlotBudget
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +45,15 @@ class EmailProcessor(Protocol):
 
 
 class AdProcessor(Protocol):
-    async def process(self, job: AdJob) -> AdResult: ...
+    async def process(self, job: AdJob, *, replay: str | None = None) -> AdResult:
+        """The result to publish; `replay` is the record's `x-replayed-from` mark, if any."""
+        ...
+
+    async def conclude(
+        self, job: AdJob, error: JobError, reason: str, *, replay: str | None = None
+    ) -> AdResult:
+        """Record that the job is dead-lettered with `reason`; the failed result to publish."""
+        ...
 
 
 async def _nothing() -> None:
@@ -67,6 +76,9 @@ class Services:
     """True while the store answers (readiness); None: no store to check."""
     budget_waited_s: Callable[[], float] | None = None
     """Total time jobs have waited for the provider's rate budget (metrics)."""
+    ad_partitions: Callable[[Collection[int], int], None] | None = None
+    """Told the `ad-jobs` partitions this process owns (of how many) at each rebalance:
+    the model's budget (OPENAI_RPM, OPENAI_TPM) is shared out by them."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,28 @@ def build_sender(settings: Settings, observer: CallObserver | None = None) -> Em
     )
 
 
+LEASE_USED_BY_A_JOB = 0.9
+"""With a model budget, one job's calls and waits may take this share of `AD_LEASE_S`."""
+
+
+def build_model_budget(settings: Settings) -> ModelBudget | None:
+    """The model's requests and tokens per minute for the group; None when neither is set."""
+    openai = settings.openai
+    if not (openai.rpm or openai.tpm):
+        return None
+    log.info(
+        "model budget for the ad consumer group: %s requests and %s tokens a minute",
+        openai.rpm or "unlimited",
+        openai.tpm or "unlimited",
+    )
+    return ModelBudget(requests_per_min=openai.rpm, tokens_per_min=openai.tpm)
+
+
 def build_generator(
-    settings: Settings, ad_dlq: str, observer: ModelObserver | None = None
+    settings: Settings,
+    ad_dlq: str,
+    observer: ModelObserver | None = None,
+    budget: ModelBudget | None = None,
 ) -> AdCopyGenerator | None:
     openai = settings.openai
     if not openai.model:
@@ -108,9 +140,16 @@ def build_generator(
         return None
     log.info("writing ad copy with model %s at %s", openai.model, openai.base_url or "OpenAI")
     # Only now: LangChain and the OpenAI SDK cost about 0.8 s and 42 MiB to import.
-    from processors.ads.generator import AdCopyGenerator
+    from processors.ads.generator import MAX_MODEL_CALLS, AdCopyGenerator, call_worst_case_s
 
-    return AdCopyGenerator(
+    max_wait_s = None
+    if budget is not None:
+        # A job may wait for the budget as long as its lease allows, not just one call's
+        # time: at a saturated budget all AD_CONCURRENCY jobs of a process queue for it
+        # (8 at 10 calls a minute wait 48 s), and a job that stops waiting pays an attempt.
+        calls_s = MAX_MODEL_CALLS * call_worst_case_s(openai.timeout_s, openai.max_retries)
+        max_wait_s = max(calls_s / MAX_MODEL_CALLS, LEASE_USED_BY_A_JOB * settings.ads.lease_s - calls_s)
+    generator = AdCopyGenerator(
         model=openai.model,
         api_key=openai.api_key,
         base_url=openai.base_url,
@@ -118,7 +157,10 @@ def build_generator(
         max_retries=openai.max_retries,
         prompt=AdPrompt(settings.worker.templates_dir),
         observer=observer,
+        budget=budget,
+        max_wait_s=max_wait_s,
     )
+    return generator
 
 
 def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Observers()) -> Services:
@@ -132,7 +174,8 @@ def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Ob
     ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email.send_lease_s)
     store = AdStore(database["ads"])
     purger = Purger([store.purge], retention=timedelta(days=settings.email.ledger_retention_days))
-    generator = build_generator(settings, ad_dlq, observers.model)
+    model_budget = build_model_budget(settings) if settings.openai.model else None
+    generator = build_generator(settings, ad_dlq, observers.model, model_budget)
     try:
         ads = AdService(store, generator, lease_s=settings.ads.lease_s)
     except ValueError as error:
@@ -179,6 +222,14 @@ def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Ob
         log.info("email jobs by outcome: %s", dict(email.counts) or "none")
         if generator is not None:
             await generator.aclose()
+        if model_budget is not None:
+            used = model_budget.stats()
+            log.info(
+                "model budget: %d calls, %d paused by a 429, %.1f s waited in all",
+                used.calls,
+                used.paused,
+                used.waited_s,
+            )
         await ledger.aclose()
         await codes.aclose()
         await delivery_events.aclose()
@@ -195,4 +246,5 @@ def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Ob
         suppressions=suppressions,
         ping_store=ping_store,
         budget_waited_s=None if budget is None else lambda: budget.stats().waited_s,
+        ad_partitions=None if model_budget is None else model_budget.assign,
     )

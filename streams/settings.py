@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from processors.ads.cost import PricesSetting
 from processors.templates import TEMPLATES_DIR
 from streams.retry.policy import BackoffPolicy
 
@@ -175,6 +176,12 @@ class OpenAISettings(BaseSettings):
     model: str | None = None
     timeout_s: float = Field(default=60.0, gt=0, le=600)
     max_retries: int = Field(default=0, ge=0, le=3)
+    # The account's requests and tokens per minute, shared by every process of the ad
+    # consumer group (processors/ads/budget.py); 0: no limit.
+    rpm: int = Field(default=0, ge=0, le=10_000_000)
+    tpm: int = Field(default=0, ge=0, le=10_000_000_000)
+    # USD per million tokens by model, for `ads cost` (JSON; see processors/ads/cost.py).
+    prices: Annotated[PricesSetting, NoDecode] = Field(default_factory=dict)
 
 
 class AdSettings(BaseSettings):

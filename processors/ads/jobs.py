@@ -206,6 +206,7 @@ class AdResult(BaseModel):
                     "job_id": _EXAMPLE_JOB_ID,
                     "user_id": _EXAMPLE_USER_ID,
                     "status": "succeeded",
+                    "state": "succeeded",
                     "variants": [
                         {
                             "headline": "Glare-free light, late nights",
@@ -229,6 +230,16 @@ class AdResult(BaseModel):
     job_id: str = Field(description="The job this result answers.")
     user_id: str = Field(description="The user who asked for the copy.")
     status: Literal["succeeded", "failed"] = Field(description="Whether copy was written.")
+    state: Literal["succeeded", "failed", "dead-lettered"] | None = Field(
+        default=None,
+        description=(
+            "The job's final state: `succeeded`; `failed`, a verdict on the job (a refusal, copy "
+            "out of bounds after the repair round, no model configured, or its attempts used up "
+            "by the model's transient errors); or `dead-lettered`, sent to `ad-jobs.dlq` for "
+            "another reason (an unexpected error, say). Both failures have `status` `failed`. "
+            "Absent from results of workers that predate it."
+        ),
+    )
     variants: list[AdVariant] | None = Field(
         default=None, description="The copy, when `succeeded`; within the platform's limits."
     )

@@ -28,7 +28,7 @@ Json = Annotated[bool, typer.Option("--json", help="one JSON document, for scrip
 
 # Shown apart, or not at all: the history as the attempts table, the request and copy in short.
 _FIRST = ("type", "recipient", "user_id", "platform", "status", "attempts", "created_at", "updated_at")
-_APART = {"_id", "job_id", "history", "notes", "events", "request", "variants"}
+_APART = {"_id", "job_id", "history", "notes", "events", "request", "variants", "runs"}
 
 
 @job_app.command("show")
@@ -132,10 +132,27 @@ def _fields(console: Console, document: Document) -> None:
         _row(grid, "  notify", request.get("notify"))
     for number, variant in enumerate(document.get("variants") or [], 1):
         _row(grid, f"  variant {number}", variant.get("headline"))
+    for run in document.get("runs") or []:
+        _row(grid, f"  run {run.get('run')}", _run_text(run))
     for event in document.get("events") or []:
         detail = " ".join(str(v) for v in (event.get("bounce_type"), event.get("bounce_subtype")) if v)
         _row(grid, "  event", f"{_text(event.get('occurred_at'))}  {event.get('kind')} {detail}".rstrip())
     console.print(grid)
+
+
+def _run_text(run: dict[str, Any]) -> str:
+    """One run of an ad job: `failed OutOfBounds, 2 model calls, 240+61 tokens, 1 attempt, <at>`."""
+    usage = run.get("token_usage") or {}
+    parts = [
+        " ".join(str(part) for part in (run.get("status"), run.get("error_class")) if part),
+        f"{run.get('model_calls') or 0} model calls",
+        f"{usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)} tokens",
+        f"{run.get('attempts')} attempts",
+        _text(run.get("completed_at")),
+    ]
+    if run.get("replayed_from"):
+        parts.append(f"replayed from {run['replayed_from']}")
+    return ", ".join(part for part in parts if part)
 
 
 def _row(table: Table, *values: Any) -> None:

@@ -12,7 +12,7 @@ import typer
 from typer._click.exceptions import Abort, ClickException, NoArgsIsHelpError, UsageError
 from typer.main import get_command
 
-from streams.cli import addresses, dlq, jobs, publish
+from streams.cli import addresses, ads, dlq, jobs, publish
 
 PROG = "python -m streams.cli"
 
@@ -28,6 +28,7 @@ app.add_typer(jobs.job_app, name="job")
 app.command("jobs")(jobs.jobs)
 app.command("erase")(addresses.erase)
 app.add_typer(addresses.suppressions_app, name="suppressions")
+app.add_typer(ads.app, name="ads")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,8 @@ ERROR_CLASS = "x-error-class"
 ERROR_MESSAGE = "x-error-message"
 DLQ_REASON = "x-dlq-reason"
 REPLAYED_FROM = "x-replayed-from"
+"""Set by `dlq replay`: `<dlq topic>:<partition>:<offset>` of the dead letter replayed,
+unique per dead letter. Kept on the record's retries and dead letters."""
 PUBLISHED_AT_MS = "x-published-at-ms"
 """When the job was first published (its first record's timestamp): a retry or a move to
 another topic keeps it, so deadlines and "newer code" comparisons hold across hops."""
@@ -41,7 +43,8 @@ RETRY_HEADERS_DOC = (
     f"`{ORIGIN_OFFSET}` (where the job was first read), `{FIRST_FAILURE_AT_MS}`, "
     f"`{LAST_FAILURE_AT_MS}`, `{DUE_AT_MS}` (when it is redelivered; epoch ms), "
     f"`{ERROR_CLASS}` and `{ERROR_MESSAGE}` (short, never secrets or codes), "
-    f"`{PUBLISHED_AT_MS}` (when the job was first published)"
+    f"`{PUBLISHED_AT_MS}` (when the job was first published), and `{REPLAYED_FROM}` "
+    f"when the job is a replay (the dead letter it was replayed from)"
 )
 DLQ_HEADERS_DOC = (
     f"`{DLQ_REASON}` (`oversized`, `invalid-json`, `unknown-type`, `schema`, `permanent`, "
@@ -49,7 +52,8 @@ DLQ_HEADERS_DOC = (
     f"or `attempts-exhausted`), `{ERROR_CLASS}`, `{ERROR_MESSAGE}`, `{ATTEMPT}` (attempts "
     f"made), `{FIRST_FAILURE_AT_MS}`, `{LAST_FAILURE_AT_MS}`, `{ORIGIN_TOPIC}`, "
     f"`{ORIGIN_PARTITION}`, `{ORIGIN_OFFSET}`, `{PUBLISHED_AT_MS}` (when the job was first "
-    f"published). The value is the original bytes, unchanged."
+    f"published), `{REPLAYED_FROM}` (when the job was a replay). The value is the original "
+    f"bytes, unchanged."
 )
 
 MAX_MESSAGE_CHARS = 200
@@ -105,5 +109,9 @@ def short_message(text: str) -> str:
 
 
 def carried_over(headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers of a record that are not ours to rewrite (the producer's own)."""
-    return {k: v for k, v in headers.items() if k not in FAILURE_HEADERS and k != REPLAYED_FROM}
+    """The headers a retry or dead letter keeps: the producer's own, and the replay mark.
+
+    `x-replayed-from` stays on every retry of a replayed record, so that the job's run
+    is still known as that replay when it comes back; a new replay sets a new one.
+    """
+    return {k: v for k, v in headers.items() if k not in FAILURE_HEADERS}

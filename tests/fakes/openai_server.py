@@ -8,10 +8,19 @@ every request gets `default` (``good``). Behaviours:
   requested schema;
 - ``over_limit``: the same, with every headline too long for the platform;
 - ``bad_schema``: JSON that does not match the schema (no ``variants``);
+- ``shortest`` / ``longest``: the shortest / longest answer that the request's
+  ``response_format.json_schema.schema`` allows, built from that schema alone
+  (`tests.fakes.schema_answers`): this fake knows no platform rules;
 - ``refusal``: ``message.refusal`` set and ``content`` null;
 - ``length``: ``finish_reason`` ``"length"`` with cut-off JSON;
 - ``rate_limited`` (429, ``retry-after: 2``), ``server_error`` (500), ``bad_request`` (400),
   ``unauthorized`` (401), ``not_found`` (404): OpenAI's error JSON body.
+
+OpenAI's rate limits, requests and tokens per rolling minute, are off unless set:
+``FakeOpenAI(limits=RateLimits(requests_per_min=60, tokens_per_min=40_000))``
+(`tests.fakes.openai_limits`). A request over a limit is answered 429 before any
+behaviour is taken from the script; with limits set, every answer carries the
+``x-ratelimit-*`` headers and ``usage.prompt_tokens`` is the limiter's estimate.
 
 Any behaviour can be delayed: ``Behaviour("good", delay_s=5)``; copy can come with the
 wrong number of variants: ``Behaviour("good", variants=2)``. A callable in the script
@@ -33,6 +42,8 @@ from typing import Any
 
 from processors.ads.platforms import LIMITS, Platform
 from tests.fakes.http import FakeHandler
+from tests.fakes.openai_limits import Admission, RateLimits
+from tests.fakes.schema_answers import UnboundedSchema, UnsupportedSchema, extreme_value
 
 PLATFORM_RE = re.compile(r"Platform: ([A-Z_]+)")
 VARIANTS_RE = re.compile(r"Number of variants: (\d+)")
@@ -85,8 +96,9 @@ Script = Behaviour | str | Callable[[Request], "Behaviour | str"]
 
 
 class FakeOpenAI:
-    def __init__(self, *, model: str = "gpt-fake-2025-01-01") -> None:
+    def __init__(self, *, model: str = "gpt-fake-2025-01-01", limits: RateLimits | None = None) -> None:
         self.model = model
+        self.limits = limits
         self.default: Behaviour | str = "good"
         self._lock = threading.Lock()
         self._script: deque[Script] = deque()
@@ -99,6 +111,13 @@ class FakeOpenAI:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 body = json.loads(raw or b"{}")
                 request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body, "")
+                admission = fake._admit(request)
+                if admission is not None and not admission.accepted:
+                    request.behaviour = "rate_limited"
+                    with fake._lock:
+                        fake._requests.append(request)
+                    self._reply(429, admission.payload or {}, admission.headers)
+                    return
                 behaviour = fake._next(request)
                 request.behaviour = behaviour.kind
                 with fake._lock:
@@ -110,6 +129,9 @@ class FakeOpenAI:
                 if behaviour.delay_s and fake._stopping.wait(behaviour.delay_s):
                     return
                 status, payload, headers = fake._answer(behaviour, request)
+                if admission is not None and fake.limits is not None:
+                    headers = {**admission.headers, **headers}
+                    fake.limits.answered(payload, admission)
                 self._reply(status, payload, {**headers, **behaviour.headers})
 
             def _reply(
@@ -164,6 +186,11 @@ class FakeOpenAI:
         with self._lock:
             return len(self._requests)
 
+    def _admit(self, request: Request) -> Admission | None:
+        if self.limits is None or request.path.rstrip("/") != "/v1/chat/completions":
+            return None
+        return self.limits.admit(request.body)
+
     def _next(self, request: Request) -> Behaviour:
         with self._lock:
             item: Script = self._script.popleft() if self._script else self.default
@@ -189,6 +216,14 @@ class FakeOpenAI:
             content = json.dumps(self._copy(request, over_limit=True, variants=behaviour.variants))
         elif kind == "bad_schema":
             content = json.dumps({"ads": ["Buy now"]})
+        elif kind in ("shortest", "longest"):
+            schema = ((request.body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                return _invalid_request("this behaviour needs response_format.json_schema.schema")
+            try:
+                content = json.dumps(extreme_value(schema, "shortest" if kind == "shortest" else "longest"))
+            except (UnboundedSchema, UnsupportedSchema) as error:
+                return _invalid_request(f"Invalid schema for response_format: {error}")
         elif kind == "refusal":
             content, refusal = None, "I'm sorry, I can't help with that request."
         elif kind == "length":
@@ -248,3 +283,8 @@ class FakeOpenAI:
                 }
             )
         return {"variants": copies}
+
+
+def _invalid_request(message: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    error = {"message": message, "type": "invalid_request_error", "param": "response_format", "code": None}
+    return 400, {"error": error}, {}

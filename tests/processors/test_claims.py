@@ -199,6 +199,31 @@ async def test_a_done_job_is_never_claimed_again(claims: Claims, next_worker: Cl
     assert utc(await claims.get("job-1")) == utc(again.document)
 
 
+async def test_a_job_can_end_in_another_final_status(claims: Claims, next_worker: Claims) -> None:
+    await claim(claims)
+    finished = await claims.finish(
+        "job-1",
+        now=NOW + timedelta(seconds=1),
+        data={"error": "refused"},
+        note={"why": "Refusal"},
+        status="gave-up",
+    )
+    assert finished
+    assert not await claims.finish("job-1", now=NOW + timedelta(seconds=2), data={"result": "r"})
+    again = await claim(next_worker, after_s=10)
+    assert (again.outcome, again.attempt) == (ClaimOutcome.ALREADY_DONE, 1)
+    assert (again.document["status"], again.document["error"]) == ("gave-up", "refused")
+    assert [(h["outcome"], h["why"]) for h in again.document["history"]] == [("gave-up", "Refusal")]
+    assert "result" not in again.document
+
+
+@pytest.mark.parametrize("status", ["working", RETRYING])
+async def test_a_job_cannot_finish_in_a_status_that_is_not_final(claims: Claims, status: str) -> None:
+    await claim(claims)
+    with pytest.raises(ValueError, match="not a final status"):
+        await claims.finish("job-1", now=NOW, status=status)
+
+
 async def test_a_late_completion_beats_a_takeover_seen_in_an_old_read(claims: Claims, other: Claims) -> None:
     await claim(claims)
     with pytest.raises(TransientError, match="another worker"):

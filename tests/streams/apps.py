@@ -9,7 +9,9 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from processors.ads.jobs import AdJob, AdResult
+from processors.ads.service import failed_result
 from processors.email.jobs import EmailJobModel
+from processors.errors import JobError
 from streams.app import create_app
 from streams.server import WorkerApp
 from streams.services import Services
@@ -35,9 +37,14 @@ class RecordingAds:
         self.jobs: list[AdJob] = []
         self.fail_with: Exception | None = None
 
-    async def process(self, job: AdJob) -> AdResult:
+    async def process(self, job: AdJob, *, replay: str | None = None) -> AdResult:
         self.jobs.append(job)
         raise self.fail_with or RuntimeError("no result scripted")
+
+    async def conclude(
+        self, job: AdJob, error: JobError, reason: str, *, replay: str | None = None
+    ) -> AdResult:
+        return failed_result(job, error)
 
 
 @dataclass

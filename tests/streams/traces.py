@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from processors.ads.jobs import AdJob, AdResult, AdVariant, DocumentRef
+from processors.ads.service import failed_result
 from processors.email.jobs import EmailJobModel
 from processors.errors import JobError, TransientError
 from streams import app as app_module
@@ -66,7 +67,12 @@ class WritesCopy:
     def __init__(self) -> None:
         self.jobs: list[AdJob] = []
 
-    async def process(self, job: AdJob) -> AdResult:
+    async def conclude(
+        self, job: AdJob, error: JobError, reason: str, *, replay: str | None = None
+    ) -> AdResult:
+        return failed_result(job, error)
+
+    async def process(self, job: AdJob, *, replay: str | None = None) -> AdResult:
         self.jobs.append(job)
         return AdResult(
             job_id=job.job_id,

@@ -82,7 +82,9 @@ def test_prompt_states_the_platform_limits_and_variant_count(
 
 
 def test_call_to_action_rules_follow_the_platform() -> None:
-    assert "Shop Now" in AdPrompt().render(make_job(platform=Platform.META_FEED)).system
+    meta = AdPrompt().render(make_job(platform=Platform.META_FEED)).system
+    # The schema makes a button label required where the platform has buttons.
+    assert "`call_to_action` is exactly one of: Shop Now, Learn More" in meta
     assert "always null" in AdPrompt().render(make_job(platform=Platform.GOOGLE_SEARCH)).system
 
 
