@@ -36,7 +36,7 @@ class DeadLetterRecord:
     def job_type(self) -> str:
         try:
             data = json.loads(self.record.value)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8 or JSON, too deep, a number too long
             return "(undecodable)"
         if isinstance(data, dict) and isinstance(data.get("type"), str):
             return str(data["type"])[:40]
@@ -105,7 +105,11 @@ def summarize(letters: Iterable[DeadLetterRecord]) -> Counter[tuple[str, str]]:
 
 
 def replay_headers(letter: DeadLetterRecord) -> dict[str, str]:
-    """The producer's own headers, without the failure history: attempts start again."""
+    """The producer's own headers, without the failure history: attempts start again.
+
+    `x-replayed-from` names this dead letter (`<topic>:<partition>:<offset>`), replacing
+    the mark of an earlier replay: a processor that keeps runs (the ads) runs the job
+    again as a new run, once per dead letter replayed."""
     return h.carried_over(letter.record.headers) | {h.REPLAYED_FROM: f"{letter.record.topic}:{letter.ref}"}
 
 

@@ -135,6 +135,10 @@ def parse_webhook(body: bytes | str, *, event_id: str, received_at: datetime) ->
         raise PoisonMessage("invalid-json", "the event is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise PoisonMessage("invalid-json", f"the event is not JSON: {error.msg}") from None
+    except (RecursionError, ValueError):
+        raise PoisonMessage(
+            "invalid-json", "the event is nested too deeply or holds a number too long"
+        ) from None
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise PoisonMessage("schema", "a Resend event is a JSON object with a string `type`")
     if not event_id:

@@ -22,6 +22,6 @@ def record_value(value: bytes, *, raw: bool) -> Any:
     """A record's value for display: its JSON, redacted unless `raw`; a note if it is not JSON."""
     try:
         data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8 or JSON, too deep, a number too long
         return value.decode("utf-8", "replace") if raw else f"<{len(value)} bytes, not JSON>"
     return data if raw else redact(data)

@@ -9,7 +9,6 @@ or not.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any, Literal
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from processors.decoding import json_object
 from streams.dlq import DeadLetterRecord, read_dead_letters
 from streams.retry import headers as h
 
@@ -76,11 +76,8 @@ async def find_job(
 
 def carries(letter: DeadLetterRecord, job_id: str) -> bool:
     """Whether the record's value is a JSON object with this `job_id`."""
-    try:
-        data = json.loads(letter.record.value)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("job_id") == job_id
+    data = json_object(letter.record.value)
+    return data is not None and data.get("job_id") == job_id
 
 
 def _retry(letter: DeadLetterRecord, committed: Mapping[TopicPartition, int]) -> Sighting:

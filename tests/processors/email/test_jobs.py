@@ -77,6 +77,9 @@ def test_the_schema_reason_names_the_field_but_never_echoes_the_code() -> None:
         (b"{not json", "invalid-json"),
         (b'{"type": "SEND_PIGEON", "job_id": "x"}', "unknown-type"),
         (b"[1, 2, 3]", "schema"),
+        # Found by the fuzz test: both made the parser raise, and the job was retried.
+        (b"[" * 5_000 + b"]" * 5_000, "invalid-json"),
+        (encode()[:-1] + b', "expires_in_minutes": ' + b"1" * 5_000 + b"}", "invalid-json"),
         (b'{"job_id": "x"}', "schema"),
     ],
 )
