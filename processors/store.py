@@ -1,8 +1,10 @@
-"""Store helpers shared by the ledger and the ads store: failure mapping, stored datetimes and
-unordered bulk inserts with one result per document."""
+"""Store helpers shared by the ledger and the ads store: store calls that map failures and that no
+cancellation reaches, stored datetimes and unordered bulk inserts with one result per document."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -11,6 +13,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError, WriteError
 
 from processors.errors import TransientError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -22,9 +26,22 @@ async def guard_store(action: Callable[[], Awaitable[T]]) -> T:
     """Run one store call; an unreachable or timed-out store is a `TransientError`.
 
     Other errors (a duplicate key, a bad query) propagate unchanged: the caller decides.
+
+    The call runs in a task of its own, which the caller's cancellation (a revoked
+    partition, a shutdown, a timeout around the caller) does not reach: the caller stops
+    waiting at once, the call ends on its own within the client's timeouts, and a write it
+    was making happens or not as if the caller had waited. A driver call must never be
+    cancelled: on Python 3.11, cancelling an `AsyncMongoClient` call while it selects a
+    server can leave the client's topology lock held for good (`asyncio.wait_for` gives up
+    on the task it cancelled before that task took the lock back), and then every store
+    call of the process waits forever.
     """
+    call = asyncio.ensure_future(action())
     try:
-        return await action()
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        call.add_done_callback(_outcome_dropped)
+        raise
     except PyMongoError as error:
         # ConnectionFailure covers ServerSelectionTimeoutError, NetworkTimeout and AutoReconnect.
         if isinstance(error, ConnectionFailure) or error.timeout:
@@ -32,6 +49,12 @@ async def guard_store(action: Callable[[], Awaitable[T]]) -> T:
                 f"store unavailable: {type(error).__name__}", error_class="StoreUnavailable"
             ) from error
         raise
+
+
+def _outcome_dropped(call: asyncio.Future[Any]) -> None:
+    """The end of a call whose caller was cancelled: nobody waits for it, but it is retrieved."""
+    if not call.cancelled() and (error := call.exception()) is not None:
+        log.debug("a store call whose caller was cancelled failed: %s", type(error).__name__)
 
 
 def aware(value: datetime) -> datetime:

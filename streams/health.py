@@ -4,6 +4,12 @@ Readiness is checked in the background every `CHECK_INTERVAL_S` and cached, so a
 costs nothing and never waits on a server: `/readyz` turns 503 at most
 `CHECK_INTERVAL_S + CHECK_TIMEOUT_S` after a server stops answering, and 200 again at the
 first check after it is back.
+
+A check that takes longer than `CHECK_TIMEOUT_S` counts as failing but is not cancelled:
+it runs on, and the next rounds wait for it rather than start another. Cancelling a
+driver call can break the client for good (an `AsyncMongoClient` on Python 3.11 can be
+left holding its topology lock, and then no store call of the process ever ends), so a
+check must bound itself, by its client's own timeouts.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ CHECK_INTERVAL_S = 3.0
 CHECK_TIMEOUT_S = 4.0
 
 Check = Callable[[], Awaitable[bool]]
-"""True when the dependency answers; may raise (counts as not answering)."""
+"""True when the dependency answers; may raise (counts as not answering). Never cancelled:
+it must end on its own, within its client's timeouts."""
 
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -43,6 +50,8 @@ class Readiness:
         self.results: dict[str, bool] = dict.fromkeys(self._checks, False)
         self._checked = False
         self._task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Future[bool]] = {}
+        """Checks started and not answered yet, by name: one that overran a round runs on into the next."""
 
     @property
     def ready(self) -> bool:
@@ -53,14 +62,18 @@ class Readiness:
             self._task = asyncio.create_task(self._run(), name="readiness")
 
     async def stop(self) -> None:
+        """Stop checking. A check still running is left to end on its own, not cancelled."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        for check in self._running.values():
+            check.add_done_callback(_retrieve)
+        self._running.clear()
 
     async def check_once(self) -> None:
         names = list(self._checks)
-        answers = await asyncio.gather(*(self._answer(self._checks[name]) for name in names))
+        answers = await asyncio.gather(*(self._answer(name) for name in names))
         for name, answer in zip(names, answers, strict=True):
             if answer != self.results[name] and (self._checked or not answer):
                 log.log(
@@ -72,9 +85,23 @@ class Readiness:
             self.results[name] = answer
         self._checked = True
 
-    async def _answer(self, check: Check) -> bool:
+    async def _answer(self, name: str) -> bool:
+        """The check's answer within the timeout; False if it raised or has not answered yet."""
+        running = self._running.get(name)
+        if running is None:
+            try:
+                running = self._running[name] = asyncio.ensure_future(self._checks[name]())
+            except Exception:
+                return False
+        # Waits without cancelling: a check still running at the timeout runs on.
+        await asyncio.wait({running}, timeout=self._timeout_s)
+        if not running.done():
+            return False
+        del self._running[name]
+        if running.cancelled():
+            return False
         try:
-            return await asyncio.wait_for(check(), self._timeout_s)
+            return bool(running.result())
         except Exception:
             return False
 
@@ -82,6 +109,12 @@ class Readiness:
         while True:
             await self.check_once()
             await asyncio.sleep(self._interval_s)
+
+
+def _retrieve(check: asyncio.Future[bool]) -> None:
+    """The end of a check nobody waits for any more: its error is retrieved, and dropped."""
+    if not check.cancelled():
+        check.exception()
 
 
 def healthz() -> AsgiApp:

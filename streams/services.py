@@ -32,7 +32,7 @@ from processors.errors import JobError
 from processors.observe import CallObserver, ModelObserver
 from processors.retention import Purger
 from processors.slots import SlotBudget
-from streams.settings import Settings
+from streams.settings import Settings, StoreSettings
 
 if TYPE_CHECKING:
     from processors.ads.generator import AdCopyGenerator
@@ -163,13 +163,24 @@ def build_generator(
     return generator
 
 
-def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Observers()) -> Services:
-    """The real processors: MongoDB-wire store, Resend (or the outbox), the model (if configured)."""
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.store.url.get_secret_value(),
-        serverSelectionTimeoutMS=settings.store.timeout_ms,
+def build_store_client(store: StoreSettings) -> AsyncMongoClient[dict[str, Any]]:
+    """The store client; it connects on first use.
+
+    Never cancel one of its calls: on Python 3.11 a call cancelled while it selects a
+    server can leave the client unusable for good. The processors call it through
+    `processors.store.guard_store`, which no cancellation passes; the readiness check
+    (`ping_store`) is never cancelled either (`streams.health`).
+    """
+    return AsyncMongoClient(
+        store.url.get_secret_value(),
+        serverSelectionTimeoutMS=store.timeout_ms,
         tz_aware=True,
     )
+
+
+def build_services(settings: Settings, *, ad_dlq: str, observers: Observers = Observers()) -> Services:
+    """The real processors: MongoDB-wire store, Resend (or the outbox), the model (if configured)."""
+    mongo = build_store_client(settings.store)
     database = mongo[settings.store.database]
     ledger = DeliveryLedger(database["email_deliveries"], lease_s=settings.email.send_lease_s)
     store = AdStore(database["ads"])

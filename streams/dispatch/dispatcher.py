@@ -12,7 +12,8 @@ middlewares, handler), so everything in it sees one job.
   doubles up to a bound, its key still blocked; it is never marked finished, so it is
   never committed past.
 - **Commits:** a timer commits, per partition, the lowest offset read and not finished
-  (`OffsetTracker`), never a consumer position, never once per record.
+  (`OffsetTracker`), never a consumer position, never once per record. A commit that
+  overruns its timeout is not cancelled; the next one waits for it first.
 - **Memory:** buffered records (count and bytes) and records not yet below the watermark
   are bounded; at a bound the consumer's partitions are paused (it keeps polling and
   stays in its group) and resumed below half.
@@ -151,6 +152,7 @@ class Dispatcher(Generic[R]):
         self._changed = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._committer: asyncio.Task[None] | None = None
+        self._commit_call: asyncio.Future[None] | None = None  # a commit still running
         self._closed = False
         self._close_done = asyncio.Event()
         self._started = 0
@@ -342,7 +344,7 @@ class Dispatcher(Generic[R]):
         if not plan or consumer is None:
             return
         try:
-            await asyncio.wait_for(consumer.commit(plan), self._options.commit_timeout_s)
+            await self._commit(consumer, plan)
         except Exception as error:
             self._commit_failures += 1
             self._commit_failure_streak += 1
@@ -361,6 +363,34 @@ class Dispatcher(Generic[R]):
         self._offsets.committed(plan)
         self._commits += 1
         log.debug("%s: committed %s", self._name, _describe(plan))
+
+    async def _commit(self, consumer: Consumer, plan: Mapping[TopicPartition, int]) -> None:
+        """`consumer.commit(plan)` within `commit_timeout_s`; TimeoutError if it takes longer.
+
+        A commit that takes longer is not cancelled: aiokafka sends it from a shielded task
+        of its own, which a cancellation leaves running with nobody to retrieve its error
+        ("Task exception was never retrieved"). It runs on to its end, and the next commit
+        first waits for it, within the same timeout.
+        """
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + self._options.commit_timeout_s
+        previous = self._commit_call
+        if previous is not None:
+            await asyncio.wait({previous}, timeout=self._options.commit_timeout_s)
+            if not previous.done():
+                raise TimeoutError("the previous commit is still running")
+        call = self._commit_call = asyncio.ensure_future(consumer.commit(plan))
+        call.add_done_callback(self._commit_ended)
+        await asyncio.wait({call}, timeout=max(0.0, deadline_s - loop.time()))
+        if not call.done():
+            raise TimeoutError("the commit is still running")
+        call.result()
+
+    def _commit_ended(self, call: asyncio.Future[None]) -> None:
+        if self._commit_call is call:
+            self._commit_call = None
+        if not call.cancelled():
+            call.exception()  # retrieved here too: its caller may have stopped waiting
 
     # Rebalance and shutdown
 
