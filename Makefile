@@ -7,18 +7,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv services services-down services-status run ws test test-unit test-unit-py313 lint asyncapi asyncapi-check bench bench-smoke clean
+.PHONY: help venv services services-down services-status run ws test test-unit test-unit-py313 test-chaos lint asyncapi asyncapi-check bench bench-smoke bench-ads clean
 
 help:
 	@echo "make run             install, start Kafka + FerretDB (unless configured), run the worker"
 	@echo "make test            install, start the servers, run the whole test suite"
 	@echo "make services        start the local Kafka broker and FerretDB store"
-	@echo "make services-down   stop them"
+	@echo "                     (KAFKA_BROKERS=3 make services: a three-broker cluster instead)"
+	@echo "make services-status say whether each server (each node) answers"
+	@echo "make services-down   stop them (every node)"
+	@echo "make test-chaos      the chaos suite: faults on a three-broker cluster it starts itself"
 	@echo "make ws              run the live (WebSocket) notifier (needs WS_TOKEN_SECRET)"
 	@echo "make lint            ruff + mypy"
 	@echo "make asyncapi        regenerate asyncapi.yaml from the code"
 	@echo "make bench           the worker against a hand-written aiokafka loop: emails/s, latency, RSS, CPU;"
 	@echo "                     then codes first: OTP latency behind 10,000 queued welcomes"
+	@echo "make bench-ads       500 ad jobs within OpenAI's rate limits: the model budget against none (~20 min)"
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	@echo "==> creating the virtualenv in $(VENV) with the pinned dependencies"
@@ -51,6 +55,10 @@ test: venv services
 test-unit: venv
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
+# Its own cluster, FerretDB and ports (tests/chaos/conftest.py); `make test` leaves it out.
+test-chaos: venv
+	$(BIN)/python -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
 # The unit tests on Python 3.13 in a throwaway venv under /tmp (says so and passes if 3.13 is missing).
 test-unit-py313:
 	@bash scripts/test-py313.sh $(PYTEST_ARGS)
@@ -63,6 +71,10 @@ bench: venv services
 bench-smoke: venv services
 	$(BIN)/python -m benchmarks.throughput --smoke $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.priority --smoke $(PRIORITY_ARGS)
+
+# Not in `bench`: OpenAI's limits make it last ~20 minutes, mostly waiting.
+bench-ads: venv services
+	$(BIN)/python -m benchmarks.ad_budget $(ADS_ARGS)
 
 lint: venv
 	$(BIN)/ruff check --no-cache .

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrP
 log = logging.getLogger(__name__)
 
 DESCRIBE_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 TopicConfigs = Mapping[str, Mapping[str, str]]
 """Configs by topic name, e.g. `{"email-jobs.dlq": {"retention.ms": "259200000"}}`."""
@@ -29,6 +30,11 @@ async def ensure_topics(
     client_options: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing topics, each with its `configs`; return the names created.
+
+    With a replication factor of 3 or more, each topic created also gets
+    `min.insync.replicas` (`min_insync_replicas_for`): with the producers' `acks=all`, a
+    write is then acknowledged only once two brokers have it, so losing one broker loses
+    no acknowledged job, and a partition down to one replica refuses writes instead.
 
     A topic that exists already keeps its configs: each one that differs from `configs`
     is logged as a warning, naming the topic and the current and wanted values, and left
@@ -66,6 +72,12 @@ async def describe_topic_configs(
         await admin.close()
 
 
+def min_insync_replicas_for(replication_factor: int) -> int | None:
+    """2 for a replication factor of 3 or more; None below (the broker's default, usually 1):
+    with 2 replicas, requiring both would stop every write when one broker is down."""
+    return 2 if replication_factor >= 3 else None
+
+
 async def _create(
     admin: AIOKafkaAdminClient,
     missing: list[str],
@@ -73,12 +85,14 @@ async def _create(
     replication_factor: int,
     configs: TopicConfigs,
 ) -> list[str]:
+    min_isr = min_insync_replicas_for(replication_factor)
+    replicated = {MIN_INSYNC_REPLICAS: str(min_isr)} if min_isr is not None else {}
     new_topics = [
         NewTopic(
             t,
             num_partitions=partitions,
             replication_factor=replication_factor,
-            topic_configs=dict(configs.get(t, {})),
+            topic_configs={**replicated, **configs.get(t, {})},
         )
         for t in missing
     ]
@@ -97,7 +111,13 @@ async def _create(
         elif error_type is not TopicAlreadyExistsError:  # another worker was first: fine
             log.warning("could not create topic %s: %s; create it yourself", topic, error_type.__name__)
     if created:
-        log.info("created topics %s (%d partitions)", ", ".join(created), partitions)
+        log.info(
+            "created topics %s (%d partitions, replication factor %d%s)",
+            ", ".join(created),
+            partitions,
+            replication_factor,
+            f", {MIN_INSYNC_REPLICAS}={min_isr}" if min_isr is not None else "",
+        )
         with_configs = [f"{t} ({_format(configs[t])})" for t in created if configs.get(t)]
         if with_configs:
             log.info("topic configs: %s", "; ".join(with_configs))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from scripts.devservices.config import TemplateError, render_properties, write_atomically
-from scripts.devservices.readiness import CHECKS, Readiness
+from scripts.devservices.readiness import CHECKS, Readiness, kafka_readiness
 from scripts.devservices.waiting import Outcome, process_alive, wait_until_ready
 
 PREFIX = "[services]"
@@ -38,9 +38,16 @@ def main(argv: Sequence[str]) -> int:
     return asyncio.run(command(args))
 
 
+def _check(args: argparse.Namespace) -> Callable[[str, float], Awaitable[Readiness]]:
+    """The check of `args.kind`; for kafka, with the `--brokers` / `--node-id` asked for."""
+    if args.kind == "kafka" and (args.brokers > 1 or args.node_id is not None):
+        return partial(kafka_readiness, brokers=args.brokers, node_id=args.node_id)
+    return CHECKS[args.kind]
+
+
 async def check_command(args: argparse.Namespace) -> int:
     address = _address(args.kind, args.address)
-    result = await CHECKS[args.kind](address, args.timeout_s)
+    result = await _check(args)(address, args.timeout_s)
     if not args.quiet:
         if result.ready:
             print(f"{args.kind}: ready ({result.detail})")
@@ -57,7 +64,7 @@ async def wait_command(args: argparse.Namespace) -> int:
         print(f"{PREFIX}   ... {name}: waiting, {elapsed_s:.0f}s so far ({last.detail})", flush=True)
 
     result = await wait_until_ready(
-        partial(CHECKS[args.kind], _address(args.kind, args.address)),
+        partial(_check(args), _address(args.kind, args.address)),
         timeout_s=args.timeout_s,
         alive=(lambda: process_alive(pid)) if pid is not None else (lambda: True),
         interval_s=args.interval_s,
@@ -110,15 +117,23 @@ async def status_command(args: argparse.Namespace) -> int:
     def bound(kind: str) -> Callable[[str], Awaitable[Readiness]]:
         return lambda address: CHECKS[kind](address, args.timeout_s)
 
+    if args.kafka_node:
+        kafka = [_node_service(node, bound("kafka")) for node in args.kafka_node]
+    elif args.kafka_local:
+        kafka = [
+            Service(
+                "kafka",
+                bound("kafka"),
+                args.kafka_local,
+                args.kafka_pid,
+                args.kafka_addr,
+                os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            )
+        ]
+    else:
+        _usage_error("status needs --kafka-local or --kafka-node")
     services = [
-        Service(
-            "kafka",
-            bound("kafka"),
-            args.kafka_local,
-            args.kafka_pid,
-            args.kafka_addr,
-            os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-        ),
+        *kafka,
         Service(
             "ferretdb",
             bound("mongo"),
@@ -130,9 +145,26 @@ async def status_command(args: argparse.Namespace) -> int:
         ),
     ]
     results = await asyncio.gather(*(service_status(s) for s in services))
+    width = max(10, *(len(s.name) + 2 for s in services))
     for service, (_, line) in zip(services, results, strict=True):
-        print(f"{service.name + ':':<10}{line}")
-    return 0 if all(ok for ok, _ in results) else EXIT_NOT_READY
+        print(f"{service.name + ':':<{width}}{line}")
+    healthy = all(ok for ok, _ in results)
+    if args.kafka_node:
+        addresses = ",".join(service.started_at or service.local for service in kafka)
+        cluster = await kafka_readiness(addresses, args.timeout_s, brokers=args.kafka_brokers)
+        state = "" if cluster.ready else "not ready: "
+        print(f"{'cluster:':<{width}}{state}{cluster.detail} (of {args.kafka_brokers} nodes)")
+        healthy = healthy and cluster.ready
+    return 0 if healthy else EXIT_NOT_READY
+
+
+def _node_service(spec: str, check: Callable[[str], Awaitable[Readiness]]) -> Service:
+    """`NAME=ADDRESS[,PID]`, one node of a cluster, as `--kafka-node` gives it."""
+    name, sep, rest = spec.partition("=")
+    address, _, pid = rest.partition(",")
+    if not sep or not name or not address or (pid and not pid.isdigit()):
+        _usage_error(f"expected NAME=ADDRESS[,PID], got {spec!r}")
+    return Service(name, check, address, int(pid) if pid else None, address if pid else None)
 
 
 async def render_config_command(args: argparse.Namespace) -> int:
@@ -161,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--timeout-s", type=float, default=3.0)
     check.add_argument("--quiet", action="store_true", help="print nothing, only set the exit status")
+    _cluster_arguments(check)
     check.set_defaults(command=check_command)
 
     wait = sub.add_parser("wait", help="check until ready, the process exits, or the deadline passes")
@@ -171,15 +204,24 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument("--timeout-s", type=float, required=True)
     wait.add_argument("--interval-s", type=float, default=0.3)
     wait.add_argument("--log", type=Path, action="append", default=[], help="print its tail on failure")
+    _cluster_arguments(wait)
     wait.set_defaults(command=wait_command)
 
-    status = sub.add_parser("status", help="say whether each server answers; exit 0 only if both do")
-    status.add_argument("--kafka-local", required=True, help="where the script's broker listens")
+    status = sub.add_parser("status", help="say whether each server answers; exit 0 only if all do")
+    status.add_argument("--kafka-local", help="where the script's broker listens")
     status.add_argument("--kafka-pid", type=int, help="pid of the broker the script started")
     status.add_argument("--kafka-addr", help="address the script started it at")
     status.add_argument("--mongo-local", required=True)
     status.add_argument("--mongo-pid", type=int)
     status.add_argument("--mongo-addr")
+    status.add_argument(
+        "--kafka-node",
+        action="append",
+        default=[],
+        metavar="NAME=ADDRESS[,PID]",
+        help="one node of a cluster (instead of --kafka-local); PID if the script started it",
+    )
+    status.add_argument("--kafka-brokers", type=int, default=1, help="live brokers a cluster must report")
     status.add_argument("--timeout-s", type=float, default=3.0)
     status.set_defaults(command=status_command)
 
@@ -189,6 +231,11 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("values", nargs="*", metavar="NAME=VALUE")
     render.set_defaults(command=render_config_command)
     return parser
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--brokers", type=int, default=1, help="kafka: live brokers needed (a cluster)")
+    parser.add_argument("--node-id", type=int, help="kafka: this node must be among the live brokers")
 
 
 def _address(kind: str, given: str | None) -> str:

@@ -42,8 +42,11 @@ async def port_readiness(address: str, timeout_s: float) -> Readiness:
     return await _first_listening([(host.strip("[]"), int(port))], timeout_s)
 
 
-async def kafka_readiness(bootstrap_servers: str, timeout_s: float) -> Readiness:
-    """Ready when a broker lists its topics and reports at least one live broker."""
+async def kafka_readiness(
+    bootstrap_servers: str, timeout_s: float, *, brokers: int = 1, node_id: int | None = None
+) -> Readiness:
+    """Ready when a broker lists its topics and reports at least `brokers` live brokers
+    (and among them the node `node_id`, if given: a restarted node of a cluster)."""
     try:
         hosts = [(host, port) for host, port, _ in collect_hosts(bootstrap_servers, randomize=False)]
     except Exception as error:
@@ -69,10 +72,15 @@ async def kafka_readiness(bootstrap_servers: str, timeout_s: float) -> Readiness
         return Readiness(False, f"{_where(hosts)}: {_describe(error)}")
     finally:
         await admin.close()
-    brokers = len(cluster.get("brokers") or [])
-    if brokers == 0:
+    live = cluster.get("brokers") or []
+    if not live:
         return Readiness(False, f"{_where(hosts)}: answers, but reports no live broker yet")
-    return Readiness(True, f"{brokers} broker(s), {len(topics)} topic(s)")
+    if len(live) < brokers:
+        return Readiness(False, f"{_where(hosts)}: {len(live)} live broker(s) of {brokers}")
+    if node_id is not None and node_id not in {broker.get("node_id") for broker in live}:
+        ids = ", ".join(str(broker.get("node_id")) for broker in live)
+        return Readiness(False, f"{_where(hosts)}: node {node_id} is not among the live brokers ({ids})")
+    return Readiness(True, f"{len(live)} broker(s), {len(topics)} topic(s)")
 
 
 async def mongo_readiness(url: str, timeout_s: float) -> Readiness:

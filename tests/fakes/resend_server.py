@@ -5,7 +5,18 @@ repeated `Idempotency-Key` with the same payload (for a batch: the same list and
 same `x-batch-validation` mode) replays the first answer exactly and delivers nothing
 new; with another payload it answers 409 `invalid_idempotent_request`. An answer that
 delivered nothing (a 422 for the whole request, a rate-limit 429, a scripted failure)
-stores nothing for its key. Failures can be scripted per idempotency key.
+stores nothing for its key. While a request with a key is still being handled (held by
+a hang, or accepted and not yet answered), another request with that key is answered
+409 `concurrent_idempotent_requests` and delivers nothing. A key is kept
+`idempotency_ttl_s` (24 h, as Resend); a key of more than 256 characters, or an empty
+one, is answered 400 `invalid_idempotency_key`. Failures can be scripted per
+idempotency key.
+
+For chaos tests, `set_faults(FaultMix(...), seed)` answers a share of requests 5xx, 429
+with `retry-after`, or late (the email accepted and recorded at arrival, the answer held
+`late_s`, past the client's timeout). Each request's fate is drawn from its key, how many
+requests with that key came before it, and the seed: independent of arrival order and
+timing, so a failing run replays.
 
 Batches hold 1..100 emails. In `strict` mode (the default) one invalid entry fails the
 whole batch with a 422 naming its index; in `permissive` mode the valid entries are
@@ -21,8 +32,9 @@ the last second is answered 429 `rate_limit_exceeded` with `retry-after` and the
 
 For benchmarks it also keeps each request's arrival time (before its latency), and can
 make requests hang — scripted per idempotency key, or at random with a probability
-(optionally for batch calls only) — for a set time, after which they are answered as
-usual (a client that timed out has gone by then; its retry meets the idempotency replay).
+(optionally for batch calls only) — for a set time, after which they are decided and
+answered as usual (a client that timed out has gone by then; its retry meanwhile gets the
+409 `concurrent_idempotent_requests`, and after it the idempotency replay).
 
 Webhooks: after `configure_webhooks(url, secret)`, every email accepted is followed by
 Svix-signed events in Resend's shape, POSTed from a background thread (never holding up
@@ -43,6 +55,7 @@ import math
 import queue
 import random
 import re
+import sys
 import threading
 import time
 import uuid
@@ -73,6 +86,8 @@ BATCH_PATH = "/emails/batch"
 MAX_BATCH_EMAILS = 100
 RATE_WINDOW_S = 1.0
 VALIDATION_MODES = ("strict", "permissive")
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY_CHARS = 256
 DEFAULT_REJECTION = "The recipient address was refused by the provider"
 
 _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>.]+")
@@ -86,6 +101,23 @@ class Reply:
     error_name: str | None = None
 
 
+@dataclass(frozen=True)
+class FaultMix:
+    """Shares of requests answered with a fault (the rest as usual), for `set_faults`."""
+
+    server_error: float = 0.0  # answered 500 or 503, nothing delivered
+    rate_limited: float = 0.0  # answered 429 with `retry-after`, nothing delivered
+    late: float = 0.0  # delivered at arrival, answered only after `late_s`
+    late_s: float = 0.0
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.server_error, self.rate_limited, self.late) < 0 or (
+            self.server_error + self.rate_limited + self.late > 1
+        ):
+            raise ValueError("fault shares are at least 0 and add up to at most 1")
+
+
 @dataclass
 class Request:
     at_s: float
@@ -94,7 +126,8 @@ class Request:
     body: Any  # a dict for /emails, a list of dicts for /emails/batch (None if not JSON)
     status: int
     arrived_s: float = 0.0  # when the request arrived, before latency and hang
-    hung_s: float = 0.0  # how long it was held by a hang
+    hung_s: float = 0.0  # how long it was held by a hang (or a late answer)
+    fault: str | None = None  # the `FaultMix` fault drawn for it: `5xx`, `429`, `late`
     path: str = EMAILS_PATH
     emails: int = 1  # entries in the call: 1 for /emails, the list's length for a batch
 
@@ -158,6 +191,7 @@ class _Answer:
     status: int
     payload: dict[str, Any]
     deliveries: list[Delivery]
+    stored_s: float = 0.0
 
 
 @dataclass
@@ -183,11 +217,22 @@ class _State:
     bounces: dict[str, _Bounce] = field(default_factory=dict)  # lower-cased address -> bounce
     complaints: set[str] = field(default_factory=set)  # lower-cased addresses
     webhooks_sent: list[WebhookSent] = field(default_factory=list)
+    in_flight: set[str] = field(default_factory=set)  # keys of requests not yet decided/answered
+    idempotency_ttl_s: float = IDEMPOTENCY_TTL_S
+    faults: FaultMix | None = None
+    fault_seed: int = 0
+    requests_by_key: Counter[str] = field(default_factory=Counter)
 
 
 class _Server(ThreadingHTTPServer):
     # The default backlog of 5 resets connections when a client opens dozens at once.
     request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out closes its connection: not the fake's error, and no trace.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _recipients(entry: dict[str, Any]) -> list[str]:
@@ -238,25 +283,48 @@ class FakeResend:
                     body: Any = json.loads(raw or b"{}")
                 except ValueError:
                     body = None
-                emails = (len(body) if isinstance(body, list) else 0) if path == BATCH_PATH else 1
-                hung_s = 0.0 if limited else self._hang_for(key, batch=path == BATCH_PATH)
-                if hung_s:
-                    time.sleep(hung_s)
-                if state.latency_s:
-                    time.sleep(state.latency_s)
-                status: int
-                payload: dict[str, Any]
-                headers: dict[str, str]
-                with state.lock:
-                    if limited:
-                        status, payload, headers = 429, fake._rate_limited_payload(), {}
-                    elif body is None:
-                        status, payload, headers = 400, _error(400, "The body is not valid JSON"), {}
-                    elif path == BATCH_PATH:
-                        mode = (self.headers.get("x-batch-validation") or "strict").strip().lower()
-                        status, payload, headers = fake._decide_batch(key, body, mode, arrived_s)
+                batch = path == BATCH_PATH
+                emails = (len(body) if isinstance(body, list) else 0) if batch else 1
+                # Decided at arrival, without touching the key: a refusal, or a drawn fault.
+                early, fault = fake._arrive(key, limited=limited)
+                holding = early is None and key is not None  # this request holds its key
+                hung_s = 0.0
+                try:
+                    if early is None and fault == "late":
+                        # Accepted and recorded now; the answer leaves only after `late_s`.
+                        status, payload, headers = fake._decide(self, path, key, body, arrived_s)
+                        hung_s = state.faults.late_s if state.faults else 0.0
+                        self._record(key, body, status, arrived_s, hung_s, path, emails, fault)
+                        time.sleep(hung_s)
                     else:
-                        status, payload, headers = fake._decide_single(key, body, arrived_s)
+                        hung_s = 0.0 if early is not None else self._hang_for(key, batch=batch)
+                        if hung_s:
+                            time.sleep(hung_s)
+                        if state.latency_s:
+                            time.sleep(state.latency_s)
+                        if early is not None:
+                            status, payload, headers = early
+                        else:
+                            status, payload, headers = fake._decide(self, path, key, body, arrived_s)
+                        self._record(key, body, status, arrived_s, hung_s, path, emails, fault)
+                finally:
+                    if holding:
+                        with state.lock:
+                            state.in_flight.discard(key)
+                self._reply(status, payload, {**rate_headers, **headers})
+
+            def _record(
+                self,
+                key: str | None,
+                body: Any,
+                status: int,
+                arrived_s: float,
+                hung_s: float,
+                path: str,
+                emails: int,
+                fault: str | None,
+            ) -> None:
+                with state.lock:
                     state.requests.append(
                         Request(
                             time.time(),
@@ -268,9 +336,9 @@ class FakeResend:
                             hung_s=hung_s,
                             path=path,
                             emails=emails,
+                            fault=fault,
                         )
                     )
-                self._reply(status, payload, {**rate_headers, **headers})
 
             def _read_body(self) -> bytes:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -351,6 +419,67 @@ class FakeResend:
                 },
             )
 
+    def _arrive(
+        self, key: str | None, *, limited: bool
+    ) -> tuple[tuple[int, dict[str, Any], dict[str, str]] | None, str | None]:
+        """At arrival: (a reply that touches no key, if there is one; the fault drawn).
+
+        With no early reply, a request with a key now holds it until answered (released
+        by the caller): another request with that key meanwhile gets a 409.
+        """
+        state = self.state
+        with state.lock:
+            if limited:
+                return (429, self._rate_limited_payload(), {}), None
+            if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+                message = f"The idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"
+                return (400, _error(400, message, "invalid_idempotency_key"), {}), None
+            if key is not None and key in state.in_flight:
+                message = "Same idempotency key used while the original request is still in progress"
+                return (409, _error(409, message, "concurrent_idempotent_requests"), {}), None
+            fault = self._draw_fault(key)
+            mix = state.faults
+            if fault == "5xx":
+                status = 503 if self._fault_rng(key, "status").random() < 0.5 else 500
+                return (status, _error(status, "Internal server error (injected)"), {}), fault
+            if fault == "429" and mix is not None:
+                payload = _error(429, "Too many requests (injected)")
+                return (429, payload, {"retry-after": str(mix.retry_after_s)}), fault
+            if key is not None:
+                state.in_flight.add(key)
+            return None, fault
+
+    def _draw_fault(self, key: str | None) -> str | None:
+        """The `FaultMix` fault of this request: from the key, its count so far and the seed."""
+        state = self.state
+        mix = state.faults
+        counted = key if key is not None else "\0no-key"
+        state.requests_by_key[counted] += 1
+        if mix is None:
+            return None
+        draw = self._fault_rng(key, "fault").random()
+        for name, share in (("5xx", mix.server_error), ("429", mix.rate_limited), ("late", mix.late)):
+            if draw < share:
+                return name
+            draw -= share
+        return None
+
+    def _fault_rng(self, key: str | None, purpose: str) -> random.Random:
+        counted = key if key is not None else "\0no-key"
+        nth = self.state.requests_by_key[counted]
+        return random.Random(f"{self.state.fault_seed}:{purpose}:{counted}:{nth}")
+
+    def _decide(
+        self, handler: FakeHandler, path: str, key: str | None, body: Any, arrived_s: float
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self.state.lock:
+            if body is None:
+                return 400, _error(400, "The body is not valid JSON"), {}
+            if path == BATCH_PATH:
+                mode = (handler.headers.get("x-batch-validation") or "strict").strip().lower()
+                return self._decide_batch(key, body, mode, arrived_s)
+            return self._decide_single(key, body, arrived_s)
+
     def _rate_limited_payload(self) -> dict[str, Any]:
         limit = self.state.rate_limit_per_s
         return _error(
@@ -398,6 +527,9 @@ class FakeResend:
         if key is None or key not in self.state.by_key:
             return None
         answer = self.state.by_key[key]
+        if time.time() - answer.stored_s >= self.state.idempotency_ttl_s:
+            del self.state.by_key[key]  # expired: the key may be used again
+            return None
         if answer.fingerprint != fingerprint:
             return 409, _error(409, "Same idempotency key used with a different payload"), {}
         return answer.status, answer.payload, {}
@@ -429,7 +561,7 @@ class FakeResend:
         delivery = self._deliver(key, body, arrived_s, EMAILS_PATH, None)
         payload = {"id": delivery.email_id}
         if key is not None:
-            self.state.by_key[key] = _Answer(fingerprint, 200, payload, [delivery])
+            self.state.by_key[key] = _Answer(fingerprint, 200, payload, [delivery], time.time())
         return 200, payload, {}
 
     def _decide_batch(
@@ -462,7 +594,7 @@ class FakeResend:
         if mode == "permissive":
             payload["errors"] = errors
         if key is not None:
-            self.state.by_key[key] = _Answer(fingerprint, 200, payload, deliveries)
+            self.state.by_key[key] = _Answer(fingerprint, 200, payload, deliveries, time.time())
         return 200, payload, {}
 
     # --- the public API ---
@@ -505,6 +637,21 @@ class FakeResend:
             self.state.hang_s = seconds
             self.state.hang_only_batches = only_batches
             self.state.rng = random.Random(seed)
+
+    def set_faults(self, mix: FaultMix | None, *, seed: int = 0) -> None:
+        """Answer shares of requests with faults (see `FaultMix`); None turns them off.
+
+        A request's fault depends only on `seed`, its key and how many requests with that
+        key came before it, so the same jobs meet the same faults in every run.
+        """
+        with self.state.lock:
+            self.state.faults = mix
+            self.state.fault_seed = seed
+
+    def set_idempotency_ttl(self, seconds: float) -> None:
+        """Keep each key's answer this long (Resend: 24 h, the default)."""
+        with self.state.lock:
+            self.state.idempotency_ttl_s = seconds
 
     def set_down(self, reply: Reply | None) -> None:
         """Answer every request with `reply` until called with None."""
@@ -564,6 +711,14 @@ class FakeResend:
                 end += 1
             most = max(most, end - start)
         return most
+
+    def count_by_fault(self) -> dict[str, int]:
+        """How many requests met each `FaultMix` fault."""
+        return dict(Counter(request.fault for request in self.requests if request.fault))
+
+    def deliveries_by_content(self) -> dict[str, int]:
+        """How many times each email (by `Delivery.content_key`) was delivered."""
+        return dict(Counter(delivery.content_key for delivery in self.deliveries))
 
     def count_by_status(self) -> dict[int, int]:
         """How many requests were answered with each HTTP status (404s for other paths aside)."""

@@ -17,7 +17,14 @@ from resend.http_client_httpx import HTTPXClient
 from processors.email.events import DeliveryEvent, EventKind
 from streams.webhooks import PATH as WEBHOOK_PATH
 from streams.webhooks import resend_webhook
-from tests.fakes.resend_server import BATCH_PATH, EMAILS_PATH, FakeResend, Reply, new_webhook_secret
+from tests.fakes.resend_server import (
+    BATCH_PATH,
+    EMAILS_PATH,
+    FakeResend,
+    FaultMix,
+    Reply,
+    new_webhook_secret,
+)
 from tests.polling import eventually
 
 SENDER = "Acme <no-reply@example.com>"
@@ -258,7 +265,7 @@ async def test_hangs_can_hold_batch_calls_only(sdk: FakeResend) -> None:
     assert hung == {EMAILS_PATH: 0.0, BATCH_PATH: 0.2}
 
 
-async def test_a_hung_batch_is_decided_after_its_retry_and_replays(
+async def test_a_hung_batch_holds_its_key_until_decided_then_replays(
     sdk: FakeResend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a batch whose first call hangs past the client's timeout
@@ -269,14 +276,110 @@ async def test_a_hung_batch_is_decided_after_its_retry_and_replays(
         await send_batch(batch, "batch-hung")
     assert caught.value.error_type == "HttpClientError"
 
-    # When the retry arrives meanwhile
-    retry = await send_batch(batch, "batch-hung")
+    # When the retry arrives while the first call is still in progress, Resend refuses it
+    with pytest.raises(ResendError) as conflict:
+        await send_batch(batch, "batch-hung")
+    assert (str(conflict.value.code), conflict.value.error_type) == ("409", "concurrent_idempotent_requests")
 
-    # Then the retry delivers, and the late call, decided afterwards, replays it
-    await eventually(lambda: len(sdk.requests) == 2, timeout_s=3, what="the hung call's answer")
-    assert [r.status for r in sdk.requests] == [200, 200]
-    assert [r.hung_s for r in sdk.requests] == [0.0, 1.0]
+    # Then, once the hung call was decided (it delivered), a retry replays its answer
+    await eventually(lambda: sdk.delivery_count == 2, timeout_s=3, what="the hung call's deliveries")
+    retry = await send_batch(batch, "batch-hung")
+    assert [r.status for r in sdk.requests] == [409, 200, 200]
+    assert [r.hung_s for r in sdk.requests] == [0.0, 1.0, 0.0]
     assert [d.email_id for d in sdk.deliveries] == [item["id"] for item in retry["data"]]
+
+
+async def test_a_late_answer_delivered_at_arrival_and_its_retries_never_send_again(
+    sdk: FakeResend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given every request accepted at once but answered only after 0.6 s
+    sdk.set_faults(FaultMix(late=1.0, late_s=0.6))
+    monkeypatch.setattr(resend, "default_async_http_client", HTTPXClient(timeout=0.2))  # type: ignore[arg-type]
+
+    # When the client times out, the email is already delivered
+    with pytest.raises(ResendError) as caught:
+        await send(email(subject="late"), "late-1")
+    assert caught.value.error_type == "HttpClientError"
+    assert sdk.delivery_count == 1
+
+    # And a retry while the answer is still held is refused as concurrent, delivering nothing
+    with pytest.raises(ResendError) as conflict:
+        await send(email(subject="late"), "late-1")
+    assert conflict.value.error_type == "concurrent_idempotent_requests"
+
+    # Then once the answer left, a retry replays it (the fault off: its answer is prompt)
+    sdk.set_faults(None)
+    await eventually(
+        lambda: len(sdk.requests) == 2 and not sdk.state.in_flight, timeout_s=3, what="the answer"
+    )
+    replayed = await send(email(subject="late"), "late-1")
+    assert replayed["id"] == sdk.deliveries[0].email_id
+    assert sdk.delivery_count == 1
+    assert [r.fault for r in sdk.requests] == ["late", None, None]
+
+
+def fates(seed: int, keys: list[str]) -> dict[str, tuple[str | None, ...]]:
+    """The faults drawn for three requests with each key (keys in this order), from a fresh fake."""
+    fake = FakeResend().start()
+    try:
+        fake.set_faults(FaultMix(server_error=0.2, rate_limited=0.1, late=0.05, late_s=1), seed=seed)
+        drawn: dict[str, list[str | None]] = {key: [] for key in keys}
+        for _ in range(3):
+            for key in keys:
+                with fake.state.lock:
+                    drawn[key].append(fake._draw_fault(key))
+        return {key: tuple(faults) for key, faults in drawn.items()}
+    finally:
+        fake.stop()
+
+
+def test_faults_are_drawn_from_the_key_and_the_seed_not_from_arrival_order() -> None:
+    keys = [f"job-{i}" for i in range(400)]
+    first = fates(7, keys)
+    # The same seed gives each key the same fates, in whatever order the keys arrive
+    assert fates(7, keys[::-1]) == first
+    assert fates(8, keys) != first
+    # and roughly the shares asked for
+    drawn = [fault for faults in first.values() for fault in faults]
+    shares = {name: drawn.count(name) / len(drawn) for name in ("5xx", "429", "late")}
+    assert 0.15 < shares["5xx"] < 0.25
+    assert 0.06 < shares["429"] < 0.14
+    assert 0.02 < shares["late"] < 0.08
+
+
+async def test_injected_5xx_and_429_deliver_nothing_and_store_nothing(sdk: FakeResend) -> None:
+    sdk.set_faults(FaultMix(server_error=0.5, rate_limited=0.5, retry_after_s=2), seed=1)
+    with pytest.raises(ResendError) as caught:
+        await send(email(subject="faulty"), "faulty-1")
+    assert str(caught.value.code) in ("429", "500", "503")
+    if str(caught.value.code) == "429":
+        assert caught.value.headers is not None
+        assert caught.value.headers.get("retry-after") == "2"
+    sdk.set_faults(None)
+    await send(email(subject="faulty"), "faulty-1")
+    assert sdk.delivery_count == 1
+
+
+async def test_a_key_expires_after_its_ttl_and_sends_again(sdk: FakeResend) -> None:
+    sdk.set_idempotency_ttl(0.2)
+    first = await send(email(subject="ttl"), "ttl-1")
+    assert (await send(email(subject="ttl"), "ttl-1"))["id"] == first["id"]
+    await eventually(
+        lambda: time.time() - sdk.deliveries[0].at_s > 0.25, timeout_s=2, what="the key to expire"
+    )
+    again = await send(email(subject="ttl"), "ttl-1")
+    assert again["id"] != first["id"]
+    assert sdk.delivery_count == 2
+
+
+@pytest.mark.parametrize("key", ["k" * 257])
+async def test_an_overlong_key_is_400_invalid_idempotency_key(sdk: FakeResend, key: str) -> None:
+    with pytest.raises(ResendError) as caught:
+        await send(email(), key)
+    assert (str(caught.value.code), caught.value.error_type) == ("400", "invalid_idempotency_key")
+    assert sdk.delivery_count == 0
+    await send(email(), "k" * 256)
+    assert sdk.delivery_count == 1
 
 
 # --- webhooks (received by the worker's own endpoint, served by uvicorn in this loop) ---
