@@ -79,6 +79,7 @@ from streams.retry import headers as h
 from streams.topics import TopicNames
 from tests.fakes.openai_limits import RateLimits
 from tests.fakes.openai_server import FakeOpenAI
+from tests.integration.worker import cli_process
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "ad_budget"
 PLATFORMS = ("GOOGLE_SEARCH", "META_FEED", "LINKEDIN_SPONSORED", "X_POST")
@@ -157,6 +158,7 @@ class Outcome:
     goal: str | None = None
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cost_report: str | None = None  # `python -m streams.cli ads cost` on the worker's store
 
     @property
     def share_429(self) -> float | None:
@@ -258,6 +260,23 @@ async def rate_limited_attempts(topics: TopicNames) -> int:
     return sum(1 for r in records if r.record.headers.get(h.ERROR_CLASS) == "RateLimited")
 
 
+# What the report prices the fake model's tokens at: OpenAI's list price of gpt-4o-mini
+# (USD per million tokens), as an example; the fake itself is free.
+EXAMPLE_PRICES = {"input_per_1m": 0.15, "output_per_1m": 0.60}
+
+
+async def cost_report(database: str, model: str) -> str:
+    """The operator's cost report of the run (`ads cost`), from the worker's store."""
+    returncode, out, err = await cli_process(
+        "ads",
+        "cost",
+        "--since",
+        "3h",
+        env={"MONGODB_DATABASE": database, "OPENAI_PRICES": json.dumps({model: EXAMPLE_PRICES})},
+    )
+    return out if returncode == 0 else f"(ads cost failed with {returncode}: {err.strip()[:300]})"
+
+
 async def run_worker(cfg: Config) -> Outcome:
     load = cfg.load
     tag = f"a{uuid.uuid4().hex[:8]}"
@@ -299,6 +318,7 @@ async def run_worker(cfg: Config) -> Outcome:
         outcome.succeeded, outcome.failed = ended["succeeded"], ended["failed"]
         outcome.attempts_rate_limited = await rate_limited_attempts(topics)
         fake_figures(outcome, fake)
+        outcome.cost_report = await cost_report(database, fake.model)
         for path in consumers.logs:
             for calls, paused, waited in BUDGET_LINE.findall(path.read_text("utf-8", "replace")):
                 outcome.budget.append({"calls": int(calls), "paused": int(paused), "waited_s": float(waited)})
@@ -566,6 +586,15 @@ How to read it:
 - **most in a minute**: the most requests and tokens the fake admitted in any rolling
   minute (never above the limits: it refuses the rest).
 """
+    for o in outcomes:
+        if o.cost_report:
+            text += (
+                f"\n## Cost report of the {o.side} run\n\n`python -m streams.cli ads cost --since 3h` "
+                f"on its store, with `OPENAI_PRICES` pricing the fake model at "
+                f"{EXAMPLE_PRICES['input_per_1m']} / {EXAMPLE_PRICES['output_per_1m']} USD per million "
+                f"input / output tokens (gpt-4o-mini's list price, as an example):\n\n"
+                f"```\n{o.cost_report.rstrip()}\n```\n"
+            )
     if failures:
         text += "\n## Failed checks\n\n" + "\n".join(failures) + "\n"
     path.write_text(text)
