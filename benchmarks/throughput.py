@@ -1037,7 +1037,11 @@ def analyse(
         )
     if waiting:
         outcome.notes.append(f"{len(waiting)} in the retry topic at the deadline")
-    statuses = Counter(r.status for r in requests)
+    # A re-send while the hung request with its key is still held is refused 409
+    # `concurrent_idempotent_requests`, as Resend does: expected in a hangs run, and retried.
+    statuses = Counter(
+        r.status for r in requests if not (r.status == 409 and r.error == "concurrent_idempotent_requests")
+    )
     # Under a rate limit a 429 is measured (provider_figures), not a failure in itself.
     expected = {200, 429} if outcome.scenario.limited else {200}
     bad = {s: n for s, n in statuses.items() if s not in expected}

@@ -130,6 +130,7 @@ class Request:
     fault: str | None = None  # the `FaultMix` fault drawn for it: `5xx`, `429`, `late`
     path: str = EMAILS_PATH
     emails: int = 1  # entries in the call: 1 for /emails, the list's length for a batch
+    error: str | None = None  # the error's `name` when it was refused, e.g. `concurrent_idempotent_requests`
 
     @property
     def to(self) -> list[str]:
@@ -294,7 +295,7 @@ class FakeResend:
                         # Accepted and recorded now; the answer leaves only after `late_s`.
                         status, payload, headers = fake._decide(self, path, key, body, arrived_s)
                         hung_s = state.faults.late_s if state.faults else 0.0
-                        self._record(key, body, status, arrived_s, hung_s, path, emails, fault)
+                        self._record(key, body, status, arrived_s, hung_s, path, emails, fault, payload)
                         time.sleep(hung_s)
                     else:
                         hung_s = 0.0 if early is not None else self._hang_for(key, batch=batch)
@@ -306,7 +307,7 @@ class FakeResend:
                             status, payload, headers = early
                         else:
                             status, payload, headers = fake._decide(self, path, key, body, arrived_s)
-                        self._record(key, body, status, arrived_s, hung_s, path, emails, fault)
+                        self._record(key, body, status, arrived_s, hung_s, path, emails, fault, payload)
                 finally:
                     if holding:
                         with state.lock:
@@ -323,7 +324,9 @@ class FakeResend:
                 path: str,
                 emails: int,
                 fault: str | None,
+                payload: Any = None,
             ) -> None:
+                error = payload.get("name") if status >= 400 and isinstance(payload, dict) else None
                 with state.lock:
                     state.requests.append(
                         Request(
@@ -337,6 +340,7 @@ class FakeResend:
                             path=path,
                             emails=emails,
                             fault=fault,
+                            error=error if isinstance(error, str) else None,
                         )
                     )
 
