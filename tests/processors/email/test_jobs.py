@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,7 +79,8 @@ def test_the_schema_reason_names_the_field_but_never_echoes_the_code() -> None:
         (b'{"type": "SEND_PIGEON", "job_id": "x"}', "unknown-type"),
         (b"[1, 2, 3]", "schema"),
         # Found by the fuzz test: both made the parser raise, and the job was retried.
-        (b"[" * 5_000 + b"]" * 5_000, "invalid-json"),
+        # Python 3.13's parser reads this nesting: then it is a list, not a job (`schema`).
+        (b"[" * 5_000 + b"]" * 5_000, "invalid-json" if sys.version_info < (3, 13) else "schema"),
         (encode()[:-1] + b', "expires_in_minutes": ' + b"1" * 5_000 + b"}", "invalid-json"),
         (b'{"job_id": "x"}', "schema"),
     ],
