@@ -54,9 +54,8 @@ from tests.chaos.faults import (
     FAST_EMAIL_RETRIES,
     ad_results,
     model_calls_by_job,
-    unique_email_jobs,
 )
-from tests.chaos.scenario import Workers
+from tests.chaos.scenario import Workers, email_jobs
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.resend_server import FakeResend, FaultMix
 
@@ -183,7 +182,7 @@ class Soak:
             sends = []
             while email_due >= 1:
                 email_due -= 1
-                job = unique_email_jobs(1, f"{self.run_id}-{len(self.email_jobs)}")[0]
+                job = email_jobs(1, f"{self.run_id}-{len(self.email_jobs)}")[0]
                 self.email_jobs.append(job)
                 self.published_at[str(job.to).lower()] = time.time()
                 sends.append(publisher.email(job))

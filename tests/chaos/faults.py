@@ -9,12 +9,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from processors.ads.jobs import AdJob
-from processors.email.jobs import EmailJobModel
 from streams.dlq import read_dead_letters
 from tests.chaos.cluster import Cluster
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.resend_server import FakeResend
-from tests.integration.jobs import mixed_job
 
 FAST_EMAIL_RETRIES = {
     # Backoff small enough that a retried job is back within a second or two: the tests
@@ -24,21 +22,6 @@ FAST_EMAIL_RETRIES = {
     "EMAIL_RETRY_CAP_MS": "1000",
 }
 FAST_AD_RETRIES = {"AD_RETRY_BASE_MS": "100", "AD_RETRY_MULTIPLIER": "2", "AD_RETRY_CAP_MS": "1000"}
-
-
-def unique_email_jobs(count: int, run_id: str) -> list[EmailJobModel]:
-    """`count` email jobs of mixed types, each to a recipient of its own.
-
-    `scenario.email_jobs` reuses 37 recipients: under retries an older `SEND_OTP` then
-    meets a newer code already sent to its recipient and is dropped as superseded (by
-    design), which an exactly-once count would call lost.
-    """
-    jobs = []
-    for i in range(count):
-        job = mixed_job(i, run_id)
-        data = {**job.model_dump(mode="json", exclude_none=True), "to": f"u{i}.{run_id}@example.com"}
-        jobs.append(type(job).model_validate(data))
-    return jobs
 
 
 def model_env(fake_openai: FakeOpenAI) -> dict[str, str]:

@@ -19,9 +19,8 @@ from tests.chaos.cluster import Cluster
 from tests.chaos.faults import (
     FAST_EMAIL_RETRIES,
     outside_the_partition,
-    unique_email_jobs,
 )
-from tests.chaos.scenario import Report, Workers, assert_ending, publish_paced, wait_for_sends
+from tests.chaos.scenario import Report, Workers, assert_ending, email_jobs, publish_paced, wait_for_sends
 from tests.fakes.resend_server import Delivery, FakeResend
 
 JOBS = 1_000
@@ -48,7 +47,7 @@ async def test_a_30_s_partition_sends_nothing_meanwhile_and_everything_once_afte
 ) -> None:
     # Given two workers, and jobs published from outside the partition over 45 s
     await workers.start(n=2, **FAST_EMAIL_RETRIES)
-    jobs = unique_email_jobs(JOBS, chaos_run_id)
+    jobs = email_jobs(JOBS, chaos_run_id)
     async with JobPublisher(outside_the_partition(chaos_cluster)) as publisher:
         paced = publish_paced(publisher, jobs, over_s=45, topic=chaos_topics.email_jobs.main)
 

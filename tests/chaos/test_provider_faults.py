@@ -17,8 +17,8 @@ from collections import Counter
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.chaos.cluster import Cluster
-from tests.chaos.faults import FAST_EMAIL_RETRIES, unique_email_jobs
-from tests.chaos.scenario import Report, Workers, assert_ending, publish_paced
+from tests.chaos.faults import FAST_EMAIL_RETRIES
+from tests.chaos.scenario import Report, Workers, assert_ending, email_jobs, publish_paced
 from tests.fakes.resend_server import BATCH_PATH, FakeResend, FaultMix
 
 JOBS = 2_000
@@ -48,7 +48,7 @@ async def test_5xx_429_and_late_answers_send_every_email_exactly_once(
         EMAIL_RETRY_MAX_ATTEMPTS="12",
         **FAST_EMAIL_RETRIES,
     )
-    jobs = unique_email_jobs(JOBS, chaos_run_id)
+    jobs = email_jobs(JOBS, chaos_run_id)
 
     # When 2,000 jobs are published over 10 s
     started_s = time.time()

@@ -26,9 +26,8 @@ from tests.chaos.faults import (
     model_calls_by_job,
     model_env,
     sends_between,
-    unique_email_jobs,
 )
-from tests.chaos.scenario import Report, Workers, assert_ending, publish_paced, wait_for_sends
+from tests.chaos.scenario import Report, Workers, assert_ending, email_jobs, publish_paced, wait_for_sends
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.resend_server import FakeResend
 from tests.polling import eventually
@@ -63,7 +62,7 @@ async def test_a_frozen_then_killed_store_loses_no_email_and_no_ad(
 ) -> None:
     # Given two workers doing email and ad jobs
     await workers.start(n=2, **model_env(fake_openai), **FAST_EMAIL_RETRIES)
-    emails = unique_email_jobs(EMAIL_JOBS, chaos_run_id)
+    emails = email_jobs(EMAIL_JOBS, chaos_run_id)
     ads = ad_jobs(AD_JOBS, chaos_run_id)
     paced = publish_paced(chaos_publisher, emails, over_s=PUBLISH_OVER_S, topic=chaos_topics.email_jobs.main)
     ads_published = asyncio.create_task(

@@ -13,8 +13,8 @@ import time
 from streams.producer import JobPublisher
 from streams.topics import TopicNames
 from tests.chaos.cluster import Cluster
-from tests.chaos.faults import FAST_EMAIL_RETRIES, unique_email_jobs
-from tests.chaos.scenario import Report, Workers, assert_ending, publish_paced, wait_for_sends
+from tests.chaos.faults import FAST_EMAIL_RETRIES
+from tests.chaos.scenario import Report, Workers, assert_ending, email_jobs, publish_paced, wait_for_sends
 from tests.fakes.resend_server import FakeResend
 
 JOBS = 3_000
@@ -35,7 +35,7 @@ async def test_a_worker_killed_and_another_added_mid_run_sends_every_email_once(
     chaos_resend.state.latency_s = PROVIDER_LATENCY_S
     env = {"EMAIL_SEND_LEASE_S": "8", **FAST_EMAIL_RETRIES}
     first = await workers.start(n=3, **env)
-    jobs = unique_email_jobs(JOBS, chaos_run_id)
+    jobs = email_jobs(JOBS, chaos_run_id)
 
     # When a third of the 3,000 jobs went out, one of them is killed (kill -9), and a new
     # one is started at once
